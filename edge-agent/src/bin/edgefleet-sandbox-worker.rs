@@ -1,0 +1,71 @@
+//! The sandbox worker process of the edge agent. Started by the agent's sandbox supervisor, not by
+//! hand: see `edge_agent::sandbox`.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use edge_agent::sandbox::{engine, progress::Progress, worker};
+
+/// Runs device-class handler modules in fresh WasmEdge instances for the edge agent's sandbox.
+///
+/// The agent starts and supervises these processes itself; running one by hand is only useful for
+/// `version` and `compile`.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve interactions: framed CBOR requests on stdin, responses on stdout.
+    Serve {
+        /// File descriptor of the progress slot shared with the supervisor.
+        #[arg(long, default_value_t = 3)]
+        progress_fd: i32,
+    },
+    /// AOT-compile one (admitted) wasm module to a native shared object.
+    Compile {
+        /// The wasm module to compile.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the native artefact.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Print the WasmEdge version this worker runs.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { progress_fd } => {
+            // SAFETY: the supervisor passes the progress slot's descriptor, open, at this number,
+            // and nothing else in this process owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(progress_fd) };
+            let result = Progress::open(&fd).and_then(worker::serve);
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edgefleet-sandbox-worker: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Compile { input, output } => match worker::compile(&input, &output) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edgefleet-sandbox-worker: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Version => {
+            println!("{}", engine::wasmedge_version());
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The edgefleet edge agent.
+//!
+//! Today this crate holds the [`sandbox`]: fresh WasmEdge instances per device interaction, run in
+//! supervised worker processes. The MQTT links, the durable store and the outbox come next.
+
+pub mod sandbox;

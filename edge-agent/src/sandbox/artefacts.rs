@@ -1,0 +1,120 @@
+//! The AOT artefact cache: one native shared object per admitted module, on disk.
+//!
+//! An artefact is keyed by the sha256 of the wasm that was compiled, the WasmEdge version, and the
+//! CPU features of this machine (WasmEdge's AOT code uses the build host's CPU features, so an
+//! artefact from another CPU must not be loaded). Compilation runs in a separate, short-lived worker
+//! process with a memory cap and a deadline: a module built to make LLVM take forever or eat the
+//! machine is refused, and the compiler's memory never stays in a long-lived process.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::WorkerCommand;
+
+/// Where artefacts live and how they are made.
+#[derive(Debug, Clone)]
+pub struct ArtefactCache {
+    dir: PathBuf,
+    /// `<wasmedge version>-<cpu features hash>`, the part of the key that is the same for every module.
+    platform: String,
+}
+
+/// Why a module could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("compiling took longer than {0:?}; the module is refused (is it unusually large?)")]
+    Timeout(Duration),
+    #[error("the compiler failed: {0}")]
+    Failed(String),
+    #[error("artefact cache I/O in {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+}
+
+impl ArtefactCache {
+    /// A cache in `dir` for artefacts made by `wasmedge_version` on this CPU.
+    pub fn open(dir: &Path, wasmedge_version: &str) -> io::Result<ArtefactCache> {
+        std::fs::create_dir_all(dir)?;
+        Ok(ArtefactCache {
+            dir: dir.to_path_buf(),
+            platform: format!("wasmedge{wasmedge_version}-{}", cpu_features_hash()),
+        })
+    }
+
+    /// The artefact path for a module's compiled wasm.
+    pub fn path_for(&self, wasm: &[u8]) -> PathBuf {
+        let sha = hex::encode(Sha256::digest(wasm));
+        self.dir.join(format!("{sha}-{}.so", self.platform))
+    }
+
+    /// Returns the artefact for `wasm`, compiling it first when the cache has none.
+    pub fn ensure(
+        &self,
+        wasm: &[u8],
+        compiler: &WorkerCommand,
+        timeout: Duration,
+        memory_cap: u64,
+    ) -> Result<PathBuf, CompileError> {
+        let path = self.path_for(wasm);
+        if path.exists() {
+            return Ok(path);
+        }
+        let io_err = |source| CompileError::Io {
+            dir: self.dir.clone(),
+            source,
+        };
+        let work = tempfile::Builder::new()
+            .prefix(".compile-")
+            .tempdir_in(&self.dir)
+            .map_err(io_err)?;
+        let input = work.path().join("module.wasm");
+        let output = work.path().join("module.so");
+        std::fs::write(&input, wasm).map_err(io_err)?;
+        let mut command = compiler.command(Some((rustix::process::Resource::As, memory_cap)));
+        command
+            .arg("compile")
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(io_err)?;
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(io_err)? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CompileError::Timeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if !status.success() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            return Err(CompileError::Failed(format!("{status}: {}", stderr.trim())));
+        }
+        // Rename is atomic: a reader sees no artefact or a whole one, never a partial file.
+        std::fs::rename(&output, &path).map_err(io_err)?;
+        Ok(path)
+    }
+}
+
+/// A short hash of this CPU's feature flags (from /proc/cpuinfo).
+fn cpu_features_hash() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("flags"))
+        .unwrap_or("unknown");
+    hex::encode(&Sha256::digest(flags.as_bytes())[..6])
+}

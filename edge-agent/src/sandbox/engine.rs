@@ -1,0 +1,676 @@
+//! The WasmEdge side of the sandbox: AOT compilation, and one fresh instance per interaction.
+//!
+//! Only sandbox worker processes use this module; the supervisor never loads WasmEdge.
+//!
+//! Why it is written against the C API (`wasmedge_sys::ffi`) rather than the SDK: the hot path is
+//! "zero the memory, instantiate, call, delete" and the SDK allocates names and vectors on each step.
+//! Per loaded module the worker keeps one configuration, one loaded (AOT) AST, one store + executor
+//! and one import module holding the host functions and the *host-owned linear memory* that the module
+//! imports. Each interaction then zeroes that memory (the module's initial image is re-applied by
+//! instantiation), instantiates the module anonymously, calls `edgefleet_handle` and deletes the
+//! instance: no linear memory, global or table survives, and no 12 GiB memory reservation is made
+//! per interaction. When a guest grew its memory the whole runtime part is rebuilt, so that not even
+//! the memory size leaks into the next interaction.
+
+use std::ffi::{CStr, CString, c_void};
+use std::path::Path;
+use std::ptr;
+
+use edgefleet_protocol::ClassLimits;
+use thiserror::Error;
+use wasmedge_sys::ffi;
+
+use super::admission::MemoryLimits;
+use super::interaction::{Interaction, InteractionError, LogLevel, LogLine, Outcome, Upstream};
+
+const PAGE: u64 = 64 * 1024;
+/// Log lines kept per interaction and their maximum length (docs/guest-abi.md).
+const MAX_LOG_LINES: usize = 32;
+const MAX_LOG_LINE_BYTES: usize = 512;
+const HANDLE_EXPORT: &str = "edgefleet_handle";
+const ABI_MODULE: &str = "edgefleet_v1";
+
+/// Failures of the engine itself (compiling, loading), as opposed to an interaction's failure.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("WasmEdge could not {action}: {message}")]
+    WasmEdge { action: &'static str, message: String },
+    #[error("path {0:?} is not valid UTF-8 without NUL bytes")]
+    BadPath(std::path::PathBuf),
+}
+
+/// The WasmEdge version this process is linked against.
+pub fn wasmedge_version() -> String {
+    // SAFETY: WasmEdge returns a static NUL-terminated string.
+    unsafe { CStr::from_ptr(ffi::WasmEdge_VersionGet()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Turns off WasmEdge's own logging: it writes every trap to stderr, and the sandbox reports traps
+/// as typed errors instead.
+pub fn quiet_logs() {
+    // SAFETY: plain global setting.
+    unsafe { ffi::WasmEdge_LogOff() }
+}
+
+fn check(action: &'static str, result: ffi::WasmEdge_Result) -> Result<(), EngineError> {
+    // SAFETY: WasmEdge_Result is a plain value.
+    if unsafe { ffi::WasmEdge_ResultOK(result) } {
+        Ok(())
+    } else {
+        Err(EngineError::WasmEdge {
+            action,
+            message: result_message(result),
+        })
+    }
+}
+
+fn result_message(result: ffi::WasmEdge_Result) -> String {
+    // SAFETY: returns a static NUL-terminated string for any result.
+    unsafe { CStr::from_ptr(ffi::WasmEdge_ResultGetMessage(result)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn wasm_string(s: &'static str) -> ffi::WasmEdge_String {
+    // SAFETY: wraps a 'static buffer without copying; WasmEdge only reads it.
+    unsafe { ffi::WasmEdge_StringWrap(s.as_ptr().cast(), s.len() as u32) }
+}
+
+fn c_path(path: &Path) -> Result<CString, EngineError> {
+    path.to_str()
+        .and_then(|s| CString::new(s).ok())
+        .ok_or_else(|| EngineError::BadPath(path.to_path_buf()))
+}
+
+/// An owned `WasmEdge_ConfigureContext`.
+struct Configure(*mut ffi::WasmEdge_ConfigureContext);
+
+impl Configure {
+    fn new() -> Configure {
+        // SAFETY: creation has no preconditions; the result is owned here and deleted in Drop.
+        Configure(unsafe { ffi::WasmEdge_ConfigureCreate() })
+    }
+}
+
+impl Drop for Configure {
+    fn drop(&mut self) {
+        // SAFETY: owned, deleted once.
+        unsafe { ffi::WasmEdge_ConfigureDelete(self.0) }
+    }
+}
+
+/// AOT-compiles an admitted module to a native shared object at `out`.
+///
+/// Runs in a short-lived compile process: LLVM's memory and any compiler bug stay out of the workers,
+/// and the supervisor can kill a compile that takes too long.
+pub fn compile(wasm: &[u8], out: &Path) -> Result<(), EngineError> {
+    let conf = Configure::new();
+    let out = c_path(out)?;
+    // SAFETY: every context is created, used and deleted here; `wasm` outlives the call.
+    unsafe {
+        ffi::WasmEdge_ConfigureCompilerSetOptimizationLevel(
+            conf.0,
+            ffi::WasmEdge_CompilerOptimizationLevel_O2,
+        );
+        ffi::WasmEdge_ConfigureCompilerSetOutputFormat(conf.0, ffi::WasmEdge_CompilerOutputFormat_Native);
+        let compiler = ffi::WasmEdge_CompilerCreate(conf.0);
+        let bytes = ffi::WasmEdge_BytesWrap(wasm.as_ptr(), wasm.len() as u32);
+        let result = ffi::WasmEdge_CompilerCompileFromBytes(compiler, bytes, out.as_ptr());
+        ffi::WasmEdge_CompilerDelete(compiler);
+        check("compile the module", result)
+    }
+}
+
+/// A module loaded into this worker, ready to run interactions, each in a fresh instance.
+pub struct LoadedModule {
+    conf: Configure,
+    ast: *mut ffi::WasmEdge_ASTModuleContext,
+    runtime: Option<Runtime>,
+    memory: MemoryLimits,
+    /// Boxed so that its address, handed to WasmEdge as host data, stays put.
+    host: Box<HostState>,
+}
+
+/// Store, executor and the import module (host functions + memory): rebuilt when a guest grows memory.
+struct Runtime {
+    store: *mut ffi::WasmEdge_StoreContext,
+    executor: *mut ffi::WasmEdge_ExecutorContext,
+    imports: Vec<*mut ffi::WasmEdge_ModuleInstanceContext>,
+    memory: *mut ffi::WasmEdge_MemoryInstanceContext,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // SAFETY: all owned by this runtime and deleted once; the memory belongs to an import module.
+        unsafe {
+            ffi::WasmEdge_StoreDelete(self.store);
+            ffi::WasmEdge_ExecutorDelete(self.executor);
+            for module in &self.imports {
+                ffi::WasmEdge_ModuleInstanceDelete(*module);
+            }
+        }
+    }
+}
+
+impl Drop for LoadedModule {
+    fn drop(&mut self) {
+        self.runtime = None;
+        // SAFETY: owned, deleted once, after every instance that used it.
+        unsafe { ffi::WasmEdge_ASTModuleDelete(self.ast) }
+    }
+}
+
+impl LoadedModule {
+    /// Loads an AOT artefact made by [`compile`] and prepares its runtime.
+    pub fn load(
+        artefact: &Path,
+        memory: MemoryLimits,
+        limits: ClassLimits,
+        config: Vec<u8>,
+    ) -> Result<LoadedModule, EngineError> {
+        let conf = Configure::new();
+        let path = c_path(artefact)?;
+        let mut ast = ptr::null_mut();
+        // SAFETY: contexts are created and deleted here; `ast` is owned by the result on success.
+        unsafe {
+            ffi::WasmEdge_ConfigureSetRunMode(conf.0, ffi::WasmEdge_RunMode_AOT);
+            ffi::WasmEdge_ConfigureSetMaxMemoryPage(conf.0, u64::from(memory.max_pages));
+            let loader = ffi::WasmEdge_LoaderCreate(conf.0);
+            let result = ffi::WasmEdge_LoaderParseFromFile(loader, &mut ast, path.as_ptr());
+            ffi::WasmEdge_LoaderDelete(loader);
+            check("load the AOT artefact", result)?;
+            let validator = ffi::WasmEdge_ValidatorCreate(conf.0);
+            let result = ffi::WasmEdge_ValidatorValidate(validator, ast);
+            ffi::WasmEdge_ValidatorDelete(validator);
+            if let Err(e) = check("validate the module", result) {
+                ffi::WasmEdge_ASTModuleDelete(ast);
+                return Err(e);
+            }
+        }
+        let mut module = LoadedModule {
+            conf,
+            ast,
+            runtime: None,
+            memory,
+            host: Box::new(HostState::new(limits, config)),
+        };
+        let host: *mut HostState = &mut *module.host;
+        module.runtime = Some(build_runtime(&module.conf, memory, host)?);
+        Ok(module)
+    }
+    /// Runs one interaction in a fresh instance of the module.
+    pub fn run(&mut self, interaction: &Interaction) -> Result<Outcome, InteractionError> {
+        let runtime = match &self.runtime {
+            Some(runtime) => runtime,
+            None => {
+                let host: *mut HostState = &mut *self.host;
+                let runtime = build_runtime(&self.conf, self.memory, host)
+                    .map_err(|e| InteractionError::Unavailable { detail: e.to_string() })?;
+                self.runtime.insert(runtime)
+            }
+        };
+        let (store, executor, memory) = (runtime.store, runtime.executor, runtime.memory);
+        let pages = u64::from(self.memory.min_pages);
+        // SAFETY: the memory has exactly `pages` pages (a grown memory is replaced below), so the
+        // pointer covers pages * PAGE bytes; nothing else uses it during this call.
+        unsafe {
+            let base = ffi::WasmEdge_MemoryInstanceGetPointer(memory, 0, pages * PAGE);
+            if !base.is_null() {
+                ptr::write_bytes(base, 0, (pages * PAGE) as usize);
+            }
+        }
+        self.host.begin(interaction, memory);
+        let code = self.instantiate_and_call(store, executor);
+        let outcome = self.host.finish();
+        // SAFETY: the memory stays valid while its runtime exists.
+        let grown = unsafe { ffi::WasmEdge_MemoryInstanceGetPageSize(memory) } != pages;
+        if grown {
+            self.runtime = None;
+        }
+        match (outcome, code) {
+            (Err(violation), _) => Err(violation),
+            (Ok(_), Err(trap)) => Err(trap),
+            (Ok(outcome), Ok(0)) => Ok(outcome),
+            (Ok(_), Ok(code)) => Err(InteractionError::Rejected { code }),
+        }
+    }
+
+    fn instantiate_and_call(
+        &self,
+        store: *mut ffi::WasmEdge_StoreContext,
+        executor: *mut ffi::WasmEdge_ExecutorContext,
+    ) -> Result<i32, InteractionError> {
+        let trap = |stage: &str, result| InteractionError::Trap {
+            message: format!("{stage}: {}", result_message(result)),
+        };
+        // SAFETY: the AST, store and executor belong to this module; the instance is created and
+        // deleted here, and its function is used only while it lives.
+        unsafe {
+            let mut instance = ptr::null_mut();
+            let result = ffi::WasmEdge_ExecutorInstantiate(executor, &mut instance, store, self.ast);
+            if !ffi::WasmEdge_ResultOK(result) {
+                if !instance.is_null() {
+                    ffi::WasmEdge_ModuleInstanceDelete(instance);
+                }
+                return Err(trap("instantiation", result));
+            }
+            let handle = ffi::WasmEdge_ModuleInstanceFindFunction(instance, wasm_string(HANDLE_EXPORT));
+            let outcome = if handle.is_null() {
+                Err(InteractionError::Trap {
+                    message: format!("the module exports no {HANDLE_EXPORT}"),
+                })
+            } else {
+                let mut ret = ffi::WasmEdge_ValueGenI32(0);
+                let result = ffi::WasmEdge_ExecutorInvoke(executor, handle, ptr::null(), 0, &mut ret, 1);
+                if ffi::WasmEdge_ResultOK(result) {
+                    Ok(ffi::WasmEdge_ValueGetI32(ret))
+                } else {
+                    Err(trap(HANDLE_EXPORT, result))
+                }
+            };
+            ffi::WasmEdge_ModuleInstanceDelete(instance);
+            outcome
+        }
+    }
+}
+
+/// Builds the store, executor and import modules (host functions + a fresh memory) for a module.
+fn build_runtime(
+    conf: &Configure,
+    memory_limits: MemoryLimits,
+    host: *mut HostState,
+) -> Result<Runtime, EngineError> {
+    // SAFETY: contexts are created here and owned by the returned Runtime (deleted in its Drop,
+    // also on the error paths below); `host` outlives the runtime (both owned by self).
+    unsafe {
+        let mut runtime = Runtime {
+            store: ffi::WasmEdge_StoreCreate(),
+            executor: ffi::WasmEdge_ExecutorCreate(conf.0, ptr::null_mut()),
+            imports: Vec::with_capacity(2),
+            memory: ptr::null_mut(),
+        };
+        let env = ffi::WasmEdge_ModuleInstanceCreate(wasm_string("env"));
+        runtime.imports.push(env);
+        let limit = ffi::WasmEdge_LimitCreateWithMax(
+            u64::from(memory_limits.min_pages),
+            u64::from(memory_limits.max_pages),
+            false,
+            false,
+        );
+        let memory_type = ffi::WasmEdge_MemoryTypeCreate(limit);
+        ffi::WasmEdge_LimitDelete(limit);
+        let memory = ffi::WasmEdge_MemoryInstanceCreate(memory_type);
+        ffi::WasmEdge_MemoryTypeDelete(memory_type);
+        if memory.is_null() {
+            return Err(EngineError::WasmEdge {
+                action: "create the linear memory",
+                message: format!("{} pages", memory_limits.min_pages),
+            });
+        }
+        ffi::WasmEdge_ModuleInstanceAddMemory(env, wasm_string("memory"), memory);
+        runtime.memory = memory;
+
+        let abi = ffi::WasmEdge_ModuleInstanceCreate(wasm_string(ABI_MODULE));
+        runtime.imports.push(abi);
+        for f in HOST_FUNCTIONS {
+            let ty = f.ty.create();
+            let func = ffi::WasmEdge_FunctionInstanceCreate(ty, Some(f.func), host.cast(), 0);
+            ffi::WasmEdge_FunctionTypeDelete(ty);
+            ffi::WasmEdge_ModuleInstanceAddFunction(abi, wasm_string(f.name), func);
+        }
+        for module in [env, abi] {
+            check(
+                "register the host module",
+                ffi::WasmEdge_ExecutorRegisterImport(runtime.executor, runtime.store, module),
+            )?;
+        }
+        Ok(runtime)
+    }
+}
+
+/// What the host functions see of the current interaction.
+struct HostState {
+    limits: ClassLimits,
+    config: Vec<u8>,
+    /// The interaction being run; only set (and only dereferenced) inside [`LoadedModule::run`].
+    interaction: *const Interaction,
+    memory: *mut ffi::WasmEdge_MemoryInstanceContext,
+    outcome: Outcome,
+    outputs: u32,
+    violation: Option<InteractionError>,
+}
+
+impl HostState {
+    fn new(limits: ClassLimits, config: Vec<u8>) -> HostState {
+        HostState {
+            limits,
+            config,
+            interaction: ptr::null(),
+            memory: ptr::null_mut(),
+            outcome: Outcome::default(),
+            outputs: 0,
+            violation: None,
+        }
+    }
+
+    fn begin(&mut self, interaction: &Interaction, memory: *mut ffi::WasmEdge_MemoryInstanceContext) {
+        self.interaction = interaction;
+        self.memory = memory;
+        self.outputs = 0;
+        self.violation = None;
+    }
+
+    fn finish(&mut self) -> Result<Outcome, InteractionError> {
+        self.interaction = ptr::null();
+        let outcome = std::mem::take(&mut self.outcome);
+        match self.violation.take() {
+            Some(violation) => Err(violation),
+            None => Ok(outcome),
+        }
+    }
+
+    fn interaction(&self) -> &Interaction {
+        // SAFETY: host functions run only inside `LoadedModule::run`, which set this pointer to an
+        // interaction that outlives the call.
+        unsafe { &*self.interaction }
+    }
+
+    /// Guest memory `[ptr, ptr + len)`, or a trap when it is out of bounds.
+    fn guest(&self, ptr: i32, len: i32) -> Result<&mut [u8], InteractionError> {
+        let (offset, len) = (ptr as u32, len as u32);
+        if len == 0 {
+            return Ok(&mut []);
+        }
+        // SAFETY: WasmEdge checks the range against the memory's current size and returns NULL when
+        // it does not fit; the slice is used before control returns to the guest.
+        let base = unsafe {
+            ffi::WasmEdge_MemoryInstanceGetPointer(self.memory, u64::from(offset), u64::from(len))
+        };
+        if base.is_null() {
+            return Err(InteractionError::Trap {
+                message: format!("host call with out-of-bounds memory range {offset}+{len}"),
+            });
+        }
+        // SAFETY: see above.
+        Ok(unsafe { std::slice::from_raw_parts_mut(base, len as usize) })
+    }
+
+    /// The "copy" convention: returns the value's length, copies it only when it fits in `cap`.
+    fn copy_out(&self, value: &[u8], ptr: i32, cap: i32) -> Result<i32, InteractionError> {
+        if cap < 0 {
+            return Err(InteractionError::Trap {
+                message: format!("host call with negative buffer capacity {cap}"),
+            });
+        }
+        if value.len() <= cap as usize {
+            self.guest(ptr, value.len() as i32)?.copy_from_slice(value);
+        }
+        Ok(value.len() as i32)
+    }
+
+    fn guest_bytes(&self, ptr: i32, len: i32, what: &str) -> Result<Vec<u8>, InteractionError> {
+        if len < 0 {
+            return Err(InteractionError::Trap {
+                message: format!("{what} with negative length {len}"),
+            });
+        }
+        Ok(self.guest(ptr, len)?.to_vec())
+    }
+
+    fn count_output(&mut self, len: i32) -> Result<(), InteractionError> {
+        self.outputs += 1;
+        if self.outputs > self.limits.max_outputs {
+            return Err(InteractionError::OutputLimit {
+                detail: format!("more than {} outputs", self.limits.max_outputs),
+            });
+        }
+        if len as u32 > self.limits.max_output_bytes {
+            return Err(InteractionError::OutputLimit {
+                detail: format!(
+                    "a {len}-byte payload; the class allows {} bytes",
+                    self.limits.max_output_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, ptr: i32, len: i32) -> Result<(), InteractionError> {
+        self.count_output(len)?;
+        let payload = self.guest_bytes(ptr, len, "command")?;
+        self.outcome.commands.push(payload.into());
+        Ok(())
+    }
+
+    fn publish(&mut self, topic_ptr: i32, topic_len: i32, ptr: i32, len: i32) -> Result<(), InteractionError> {
+        self.count_output(len)?;
+        let topic = self.guest_bytes(topic_ptr, topic_len, "publish topic")?;
+        let topic = String::from_utf8_lossy(&topic).into_owned();
+        let allowed = edgefleet_protocol::topic::is_class_topic(&topic)
+            && self
+                .limits
+                .allowed_topics
+                .iter()
+                .any(|filter| edgefleet_protocol::topic::filter_matches(filter, &topic));
+        if !allowed {
+            return Err(InteractionError::ForbiddenTopic { topic });
+        }
+        let payload = self.guest_bytes(ptr, len, "publish")?;
+        self.outcome.upstream.push(Upstream { topic, payload });
+        Ok(())
+    }
+
+    fn state_set(&mut self, ptr: i32, len: i32) -> Result<(), InteractionError> {
+        if len as u32 > self.limits.max_state_bytes {
+            return Err(InteractionError::StateLimit {
+                size: u64::from(len as u32),
+                limit: self.limits.max_state_bytes,
+            });
+        }
+        let state = self.guest_bytes(ptr, len, "state_set")?;
+        self.outcome.new_state = Some(state.into());
+        Ok(())
+    }
+
+    fn log(&mut self, level: i32, ptr: i32, len: i32) -> Result<(), InteractionError> {
+        if self.outcome.logs.len() >= MAX_LOG_LINES {
+            self.outcome.dropped_logs += 1;
+            return Ok(());
+        }
+        let len = len.clamp(0, MAX_LOG_LINE_BYTES as i32);
+        let text = String::from_utf8_lossy(self.guest(ptr, len)?).into_owned();
+        self.outcome.logs.push(LogLine {
+            level: LogLevel::from_abi(level),
+            text,
+        });
+        Ok(())
+    }
+}
+
+/// The value types the ABI uses.
+#[derive(Clone, Copy)]
+enum ValType {
+    I32,
+    I64,
+}
+
+impl ValType {
+    fn raw(self) -> ffi::WasmEdge_ValType {
+        // SAFETY: plain value constructors.
+        unsafe {
+            match self {
+                ValType::I32 => ffi::WasmEdge_ValTypeGenI32(),
+                ValType::I64 => ffi::WasmEdge_ValTypeGenI64(),
+            }
+        }
+    }
+}
+
+struct FuncType {
+    params: &'static [ValType],
+    results: &'static [ValType],
+}
+
+impl FuncType {
+    /// A new `WasmEdge_FunctionTypeContext`; the caller deletes it.
+    fn create(&self) -> *mut ffi::WasmEdge_FunctionTypeContext {
+        let params: Vec<_> = self.params.iter().map(|t| t.raw()).collect();
+        let results: Vec<_> = self.results.iter().map(|t| t.raw()).collect();
+        // SAFETY: WasmEdge copies both lists.
+        unsafe {
+            ffi::WasmEdge_FunctionTypeCreate(
+                params.as_ptr(),
+                params.len() as u32,
+                results.as_ptr(),
+                results.len() as u32,
+            )
+        }
+    }
+}
+
+type RawHostFunc = unsafe extern "C" fn(
+    *mut c_void,
+    *const ffi::WasmEdge_CallingFrameContext,
+    *const ffi::WasmEdge_Value,
+    *mut ffi::WasmEdge_Value,
+) -> ffi::WasmEdge_Result;
+
+struct HostFunction {
+    name: &'static str,
+    ty: FuncType,
+    func: RawHostFunc,
+}
+
+use ValType::{I32, I64};
+
+/// The `edgefleet_v1` import module (docs/guest-abi.md); admission checks modules against the same
+/// names and types.
+const HOST_FUNCTIONS: &[HostFunction] = &[
+    HostFunction { name: "message", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_message },
+    HostFunction { name: "device_id", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_device_id },
+    HostFunction { name: "channel", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_channel },
+    HostFunction { name: "config", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_config },
+    HostFunction { name: "state_get", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_state_get },
+    HostFunction { name: "state_set", ty: FuncType { params: &[I32, I32], results: &[] }, func: host_state_set },
+    HostFunction { name: "command", ty: FuncType { params: &[I32, I32], results: &[] }, func: host_command },
+    HostFunction { name: "publish", ty: FuncType { params: &[I32, I32, I32, I32], results: &[] }, func: host_publish },
+    HostFunction { name: "log", ty: FuncType { params: &[I32, I32, I32], results: &[] }, func: host_log },
+    HostFunction { name: "now_ms", ty: FuncType { params: &[], results: &[I64] }, func: host_now_ms },
+];
+
+/// Shared body of every host function: decode the i32 parameters, run `body`, and either write its
+/// result or record the violation and stop the guest.
+///
+/// # Safety
+/// `data` must be the module's `HostState`, `params`/`returns` must hold as many values as the
+/// function's type says (WasmEdge guarantees both for functions made in `build_runtime`).
+unsafe fn host_call<const N: usize>(
+    data: *mut c_void,
+    params: *const ffi::WasmEdge_Value,
+    returns: *mut ffi::WasmEdge_Value,
+    body: impl FnOnce(&mut HostState, [i32; N]) -> Result<Option<ffi::WasmEdge_Value>, InteractionError>,
+) -> ffi::WasmEdge_Result {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let host = &mut *(data as *mut HostState);
+        let mut args = [0i32; N];
+        for (i, arg) in args.iter_mut().enumerate() {
+            *arg = ffi::WasmEdge_ValueGetI32(*params.add(i));
+        }
+        match body(host, args) {
+            Ok(Some(value)) => {
+                *returns = value;
+                ffi::WasmEdge_Result { Code: 0 }
+            }
+            Ok(None) => ffi::WasmEdge_Result { Code: 0 },
+            Err(violation) => {
+                host.violation = Some(violation);
+                ffi::WasmEdge_ResultGen(ffi::WasmEdge_ErrCategory_UserLevelError, 1)
+            }
+        }
+    }
+}
+
+fn i32_value(v: i32) -> Option<ffi::WasmEdge_Value> {
+    // SAFETY: plain value constructor.
+    Some(unsafe { ffi::WasmEdge_ValueGenI32(v) })
+}
+
+macro_rules! copy_host_fn {
+    ($name:ident, |$host:ident| $value:expr) => {
+        unsafe extern "C" fn $name(
+            data: *mut c_void,
+            _frame: *const ffi::WasmEdge_CallingFrameContext,
+            params: *const ffi::WasmEdge_Value,
+            returns: *mut ffi::WasmEdge_Value,
+        ) -> ffi::WasmEdge_Result {
+            // SAFETY: called by WasmEdge with this function's type and data (see host_call).
+            unsafe {
+                host_call(data, params, returns, |$host: &mut HostState, [ptr, cap]| {
+                    $host.copy_out($value, ptr, cap).map(i32_value)
+                })
+            }
+        }
+    };
+}
+
+copy_host_fn!(host_message, |host| &host.interaction().payload);
+copy_host_fn!(host_device_id, |host| host.interaction().device.as_bytes());
+copy_host_fn!(host_channel, |host| host.interaction().channel.as_bytes());
+copy_host_fn!(host_config, |host| &host.config);
+
+unsafe extern "C" fn host_state_get(
+    data: *mut c_void,
+    _frame: *const ffi::WasmEdge_CallingFrameContext,
+    params: *const ffi::WasmEdge_Value,
+    returns: *mut ffi::WasmEdge_Value,
+) -> ffi::WasmEdge_Result {
+    // SAFETY: called by WasmEdge with this function's type and data (see host_call).
+    unsafe {
+        host_call(data, params, returns, |host: &mut HostState, [ptr, cap]| {
+            match &host.interaction().state {
+                Some(state) => host.copy_out(state, ptr, cap).map(i32_value),
+                None => Ok(i32_value(-1)),
+            }
+        })
+    }
+}
+
+macro_rules! effect_host_fn {
+    ($name:ident, $n:literal, |$host:ident, $args:pat_param| $body:expr) => {
+        unsafe extern "C" fn $name(
+            data: *mut c_void,
+            _frame: *const ffi::WasmEdge_CallingFrameContext,
+            params: *const ffi::WasmEdge_Value,
+            returns: *mut ffi::WasmEdge_Value,
+        ) -> ffi::WasmEdge_Result {
+            // SAFETY: called by WasmEdge with this function's type and data (see host_call).
+            unsafe {
+                host_call::<$n>(data, params, returns, |$host: &mut HostState, $args| {
+                    $body.map(|()| None)
+                })
+            }
+        }
+    };
+}
+
+effect_host_fn!(host_state_set, 2, |host, [ptr, len]| host.state_set(ptr, len));
+effect_host_fn!(host_command, 2, |host, [ptr, len]| host.command(ptr, len));
+effect_host_fn!(host_publish, 4, |host, [tp, tl, ptr, len]| host.publish(tp, tl, ptr, len));
+effect_host_fn!(host_log, 3, |host, [level, ptr, len]| host.log(level, ptr, len));
+
+unsafe extern "C" fn host_now_ms(
+    data: *mut c_void,
+    _frame: *const ffi::WasmEdge_CallingFrameContext,
+    params: *const ffi::WasmEdge_Value,
+    returns: *mut ffi::WasmEdge_Value,
+) -> ffi::WasmEdge_Result {
+    // SAFETY: called by WasmEdge with this function's type and data (see host_call).
+    unsafe {
+        host_call::<0>(data, params, returns, |host: &mut HostState, []| {
+            Ok(Some(ffi::WasmEdge_ValueGenI64(host.interaction().now_ms)))
+        })
+    }
+}

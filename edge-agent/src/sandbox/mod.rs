@@ -1,0 +1,467 @@
+//! The sandbox: runs every device interaction in a fresh WasmEdge instance, in worker processes.
+//!
+//! ```text
+//!  caller (agent)                         worker processes (WasmEdge, AOT)
+//!  ─────────────                          ────────────────────────────────
+//!  Sandbox::load ── admission ── AOT compile (short-lived process, cached on disk)
+//!  Sandbox::run_batch ── queue ── driver thread ══ pipe ══ worker: fresh instance per interaction
+//!                                      └─ watchdog on the shared progress slot: kill on overrun
+//! ```
+//!
+//! * [`admission`] checks a module before anything runs it (ABI version, imports, memory, tables)
+//!   and rewrites a module that defines its memory into one that imports it.
+//! * [`artefacts`] compiles admitted modules ahead of time and caches the native code.
+//! * [`engine`] (worker side only) instantiates the module afresh for each interaction.
+//! * [`supervisor`] runs the worker processes, enforces time budgets and replaces dead workers.
+//! * [`breaker`] quarantines a module that keeps failing.
+//!
+//! The caller's process never loads WasmEdge: a module (or a WasmEdge bug) can kill a worker, never
+//! the caller. See docs/architecture.md for the design and the measurements behind it.
+
+pub mod admission;
+pub mod artefacts;
+pub mod breaker;
+pub mod engine;
+pub mod interaction;
+pub mod metrics;
+pub mod progress;
+pub mod supervisor;
+pub mod wire;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use edgefleet_protocol::ClassLimits;
+use sha2::{Digest, Sha256};
+
+pub use admission::{AdmissionError, MemoryLimits};
+pub use artefacts::CompileError;
+pub use breaker::BreakerConfig;
+pub use interaction::{Interaction, InteractionError, LogLevel, LogLine, Outcome, Upstream};
+pub use metrics::SandboxMetrics;
+pub use supervisor::WorkerCommand;
+
+use artefacts::ArtefactCache;
+use breaker::Breaker;
+use supervisor::{Driver, Job};
+
+/// How a sandbox runs.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Number of worker processes (interactions of all classes share them).
+    pub workers: usize,
+    /// How to start a worker.
+    pub worker: WorkerCommand,
+    /// Where AOT artefacts are cached.
+    pub artefact_dir: PathBuf,
+    /// A module whose compilation takes longer is refused.
+    pub compile_timeout: Duration,
+    /// Address-space cap of a compile process, in bytes.
+    pub compile_memory_cap: u64,
+    /// Data-segment cap of each worker process (heap + writable private mappings), in bytes.
+    pub worker_memory_cap: u64,
+    /// Interactions sent to one worker in one message; larger batches are split across workers.
+    pub max_batch: usize,
+    /// When a failing module is quarantined.
+    pub breaker: BreakerConfig,
+}
+
+impl SandboxConfig {
+    /// Defaults for a worker binary and a cache directory.
+    pub fn new(worker: WorkerCommand, artefact_dir: impl Into<PathBuf>) -> SandboxConfig {
+        SandboxConfig {
+            workers: 2,
+            worker,
+            artefact_dir: artefact_dir.into(),
+            compile_timeout: Duration::from_secs(60),
+            compile_memory_cap: 4 << 30,
+            worker_memory_cap: 1 << 30,
+            max_batch: 64,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// A module to load for a device class.
+#[derive(Debug, Clone)]
+pub struct ModuleSpec<'a> {
+    /// A name for logs and metrics, e.g. `thermostat@1.2.0`.
+    pub label: String,
+    /// The module as received.
+    pub wasm: &'a [u8],
+    /// The sha256 the module must have (from its signed manifest); `None` skips the check.
+    pub expected_sha256: Option<[u8; 32]>,
+    /// The class's limits.
+    pub limits: ClassLimits,
+    /// The class config handed to the handler (`config` host function).
+    pub config: Vec<u8>,
+}
+
+/// Why a module was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "module {label}: sha256 is {actual}, but its manifest says {expected}; the blob was altered or corrupted in transit — it is refused"
+    )]
+    DigestMismatch {
+        label: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("module {label} refused: {source}")]
+    Refused {
+        label: String,
+        #[source]
+        source: AdmissionError,
+    },
+    #[error("module {label} could not be compiled: {source}")]
+    Compile {
+        label: String,
+        #[source]
+        source: CompileError,
+    },
+}
+
+impl LoadError {
+    /// A short stable name for metrics labels and events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::DigestMismatch { .. } => "digest_mismatch",
+            LoadError::Refused { .. } => "refused",
+            LoadError::Compile { .. } => "compile",
+        }
+    }
+}
+
+/// Why the sandbox could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "cannot run the sandbox worker {program:?}: {detail}. Build it (cargo build -p edge-agent) and check that WasmEdge 0.17 is installed (scripts/setup.sh)"
+    )]
+    Worker { program: PathBuf, detail: String },
+    #[error("cannot use the artefact directory {dir:?}: {source}")]
+    ArtefactDir { dir: PathBuf, source: std::io::Error },
+}
+
+/// A loaded module (a module + class config + limits). Cheap to clone; the workers forget the
+/// module once every handle is dropped. Swapping the handle a class uses is how a new version takes
+/// over: interactions already submitted finish on the old one.
+#[derive(Debug, Clone)]
+pub struct ModuleHandle(Arc<ModuleEntry>);
+
+impl ModuleHandle {
+    /// The label given at load.
+    pub fn label(&self) -> &str {
+        &self.0.label
+    }
+
+    /// The sha256 of the module as received.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.0.sha256
+    }
+}
+
+/// What the sandbox knows of a loaded module.
+#[derive(Debug)]
+pub(crate) struct ModuleEntry {
+    id: u64,
+    label: String,
+    sha256: [u8; 32],
+    artefact: PathBuf,
+    memory: MemoryLimits,
+    limits: ClassLimits,
+    config: Vec<u8>,
+    breaker: Mutex<Breaker>,
+}
+
+/// The sandbox. See the module documentation.
+pub struct Sandbox {
+    config: SandboxConfig,
+    cache: ArtefactCache,
+    wasmedge_version: String,
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    drivers: Vec<JoinHandle<()>>,
+    worker_pids: Vec<Arc<AtomicU32>>,
+    next_id: AtomicU64,
+    metrics: Arc<SandboxMetrics>,
+}
+
+impl Sandbox {
+    /// Starts the worker processes.
+    pub fn start(config: SandboxConfig) -> Result<Sandbox, StartError> {
+        let wasmedge_version = worker_version(&config.worker)?;
+        let cache = ArtefactCache::open(&config.artefact_dir, &wasmedge_version).map_err(|source| {
+            StartError::ArtefactDir {
+                dir: config.artefact_dir.clone(),
+                source,
+            }
+        })?;
+        let metrics = Arc::new(SandboxMetrics::default());
+        // A short queue: when every worker is busy, callers wait here (backpressure), they are not
+        // queued without bound.
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(config.workers.max(1) * 2);
+        let mut drivers = Vec::new();
+        let mut worker_pids = Vec::new();
+        for index in 0..config.workers.max(1) {
+            let pid = Arc::new(AtomicU32::new(0));
+            let driver = Driver::new(
+                config.worker.clone(),
+                config.worker_memory_cap,
+                metrics.clone(),
+                pid.clone(),
+            );
+            let jobs = rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("sandbox-worker-{index}"))
+                .spawn(move || driver.run(jobs))
+                .map_err(|e| StartError::Worker {
+                    program: config.worker.program.clone(),
+                    detail: format!("cannot start its driver thread: {e}"),
+                })?;
+            drivers.push(handle);
+            worker_pids.push(pid);
+        }
+        Ok(Sandbox {
+            config,
+            cache,
+            wasmedge_version,
+            jobs: Some(tx),
+            drivers,
+            worker_pids,
+            next_id: AtomicU64::new(1),
+            metrics,
+        })
+    }
+
+    /// The WasmEdge version the workers run.
+    pub fn wasmedge_version(&self) -> &str {
+        &self.wasmedge_version
+    }
+
+    /// The sandbox's metrics.
+    pub fn metrics(&self) -> &SandboxMetrics {
+        &self.metrics
+    }
+
+    /// Process ids of the current worker processes (0 for a slot whose worker is not running).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.worker_pids
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The artefact cache directory.
+    pub fn artefact_dir(&self) -> &Path {
+        &self.config.artefact_dir
+    }
+
+    /// Checks, compiles (or finds in the cache) and registers a module.
+    pub fn load(&self, spec: ModuleSpec<'_>) -> Result<ModuleHandle, LoadError> {
+        let result = self.admit_and_compile(&spec);
+        if let Err(e) = &result {
+            self.metrics
+                .refused_modules
+                .get_or_create(&metrics::RefusalLabels {
+                    reason: e.kind().into(),
+                })
+                .inc();
+        }
+        result
+    }
+
+    fn admit_and_compile(&self, spec: &ModuleSpec<'_>) -> Result<ModuleHandle, LoadError> {
+        let label = spec.label.clone();
+        if let Some(expected) = spec.expected_sha256 {
+            let actual: [u8; 32] = Sha256::digest(spec.wasm).into();
+            if actual != expected {
+                return Err(LoadError::DigestMismatch {
+                    label,
+                    expected: hex::encode(expected),
+                    actual: hex::encode(actual),
+                });
+            }
+        }
+        let admitted = admission::admit(spec.wasm, &spec.limits).map_err(|source| LoadError::Refused {
+            label: label.clone(),
+            source,
+        })?;
+        let cached = self.cache.path_for(&admitted.wasm).exists();
+        let artefact = self
+            .cache
+            .ensure(
+                &admitted.wasm,
+                &self.config.worker,
+                self.config.compile_timeout,
+                self.config.compile_memory_cap,
+            )
+            .map_err(|source| LoadError::Compile {
+                label: label.clone(),
+                source,
+            })?;
+        if !cached {
+            self.metrics.compilations.inc();
+        }
+        Ok(ModuleHandle(Arc::new(ModuleEntry {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            label,
+            sha256: admitted.sha256,
+            artefact,
+            memory: admitted.memory,
+            limits: spec.limits.clone(),
+            config: spec.config.clone(),
+            breaker: Mutex::new(Breaker::new(self.config.breaker)),
+        })))
+    }
+
+    /// Runs one interaction.
+    pub fn run(&self, module: &ModuleHandle, interaction: Interaction) -> Result<Outcome, InteractionError> {
+        self.run_batch(module, vec![interaction])
+            .pop()
+            .unwrap_or_else(|| {
+                Err(InteractionError::Unavailable {
+                    detail: "no result".into(),
+                })
+            })
+    }
+
+    /// Runs interactions of one module, each in a fresh instance; one result per interaction, in
+    /// order. Batches larger than `max_batch` are split across the workers. Interactions of the same
+    /// device must not be in flight twice if their order matters: the caller keeps per-device order.
+    pub fn run_batch(&self, module: &ModuleHandle, items: Vec<Interaction>) -> Vec<Result<Outcome, InteractionError>> {
+        let entry = &module.0;
+        if let Err(retry_in) = lock(&entry.breaker).check(Instant::now()) {
+            let error = InteractionError::Quarantined {
+                module: entry.label.clone(),
+                retry_in_ms: retry_in.as_millis() as u64,
+            };
+            self.count(entry, std::iter::repeat_n(Err(&error), items.len()));
+            return items.iter().map(|_| Err(error.clone())).collect();
+        }
+        let Some(jobs) = &self.jobs else {
+            return unavailable(items.len(), "the sandbox is shut down");
+        };
+        let chunk = self.config.max_batch.max(1);
+        let mut replies = Vec::new();
+        let mut items = items;
+        while !items.is_empty() {
+            let rest = items.split_off(chunk.min(items.len()));
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            let job = Job {
+                module: entry.clone(),
+                items: std::mem::replace(&mut items, rest),
+                reply,
+            };
+            let len = job.items.len();
+            if jobs.send(job).is_err() {
+                replies.push((None, len));
+            } else {
+                replies.push((Some(answer), len));
+            }
+        }
+        let mut results = Vec::new();
+        for (answer, len) in replies {
+            match answer.and_then(|a| a.recv().ok()) {
+                Some(batch) => results.extend(batch),
+                None => results.extend(unavailable(len, "the sandbox worker thread stopped")),
+            }
+        }
+        self.count(entry, results.iter().map(|r| r.as_ref()));
+        self.record_faults(entry, &results);
+        results
+    }
+
+    fn count<'a>(&self, entry: &ModuleEntry, results: impl Iterator<Item = Result<&'a Outcome, &'a InteractionError>>) {
+        let mut by_kind: HashMap<&'static str, u64> = HashMap::new();
+        for result in results {
+            *by_kind.entry(result.map_or_else(|e| e.kind(), |_| "ok")).or_default() += 1;
+        }
+        for (outcome, n) in by_kind {
+            self.metrics
+                .interactions
+                .get_or_create(&metrics::InteractionLabels {
+                    module: entry.label.clone(),
+                    outcome: outcome.into(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    fn record_faults(&self, entry: &ModuleEntry, results: &[Result<Outcome, InteractionError>]) {
+        let faults = results
+            .iter()
+            .filter(|r| r.as_ref().is_err_and(|e| e.is_module_fault()))
+            .count() as u32;
+        let ended_with_success = results
+            .iter()
+            .rev()
+            .find(|r| r.as_ref().map_or_else(|e| e.is_module_fault(), |_| true))
+            .is_some_and(|r| r.is_ok());
+        if lock(&entry.breaker).record(faults, ended_with_success, Instant::now()) {
+            self.metrics
+                .quarantines
+                .get_or_create(&metrics::ModuleLabels {
+                    module: entry.label.clone(),
+                })
+                .inc();
+            tracing::warn!(module = %entry.label, "module quarantined after repeated failures");
+        }
+    }
+
+    /// Whether a module is quarantined now.
+    pub fn is_quarantined(&self, module: &ModuleHandle) -> bool {
+        lock(&module.0.breaker).is_open(Instant::now())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Closing the queue ends the driver threads; each kills its worker on the way out.
+        self.jobs = None;
+        for driver in self.drivers.drain(..) {
+            let _ = driver.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a breaker lock leaves consistent data (plain counters): keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unavailable(n: usize, detail: &str) -> Vec<Result<Outcome, InteractionError>> {
+    (0..n)
+        .map(|_| {
+            Err(InteractionError::Unavailable {
+                detail: detail.into(),
+            })
+        })
+        .collect()
+}
+
+/// Asks a worker binary for its WasmEdge version (and so checks that it runs at all).
+fn worker_version(worker: &WorkerCommand) -> Result<String, StartError> {
+    let fail = |detail: String| StartError::Worker {
+        program: worker.program.clone(),
+        detail,
+    };
+    let output = worker
+        .command(None)
+        .arg("version")
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !output.status.success() {
+        return Err(fail(format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
