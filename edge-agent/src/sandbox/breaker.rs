@@ -106,11 +106,15 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Breaker::new(config());
         assert!(!b.record(2, false, t0));
-        assert!(b.record(0, true, t0) == false && b.check(t0).is_ok());
+        assert!(!b.record(0, true, t0));
+        assert!(b.check(t0).is_ok());
         assert!(!b.record(1, false, t0));
         assert!(!b.record(1, false, t0));
         assert!(b.record(1, false, t0));
-        assert_eq!(b.check(t0 + Duration::from_secs(1)), Err(Duration::from_secs(9)));
+        assert_eq!(
+            b.check(t0 + Duration::from_secs(1)),
+            Err(Duration::from_secs(9))
+        );
         assert_eq!(b.trips(), 1);
     }
 
@@ -121,11 +125,18 @@ mod tests {
         assert!(b.record(3, false, t0));
         let t1 = t0 + Duration::from_secs(10);
         assert!(b.check(t1).is_ok(), "cooldown over: one batch may try");
-        assert!(b.record(1, false, t1), "a fault while half-open trips at once");
+        assert!(
+            b.record(1, false, t1),
+            "a fault while half-open trips at once"
+        );
         assert_eq!(b.check(t1), Err(Duration::from_secs(20)));
         let t2 = t1 + Duration::from_secs(20);
         assert!(b.record(1, false, t2));
-        assert_eq!(b.check(t2), Err(Duration::from_secs(25)), "capped at max_cooldown");
+        assert_eq!(
+            b.check(t2),
+            Err(Duration::from_secs(25)),
+            "capped at max_cooldown"
+        );
         let t3 = t2 + Duration::from_secs(25);
         assert!(!b.record(0, true, t3));
         assert!(!b.is_open(t3));

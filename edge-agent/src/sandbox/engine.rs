@@ -20,21 +20,24 @@ use edgefleet_protocol::ClassLimits;
 use thiserror::Error;
 use wasmedge_sys::ffi;
 
-use super::admission::MemoryLimits;
+use super::admission::{
+    self, HANDLE_EXPORT, HOST_MODULE, MEMORY_MODULE, MEMORY_NAME, MemoryLimits,
+};
 use super::interaction::{Interaction, InteractionError, LogLevel, LogLine, Outcome, Upstream};
 
 const PAGE: u64 = 64 * 1024;
 /// Log lines kept per interaction and their maximum length (docs/guest-abi.md).
 const MAX_LOG_LINES: usize = 32;
 const MAX_LOG_LINE_BYTES: usize = 512;
-const HANDLE_EXPORT: &str = "edgefleet_handle";
-const ABI_MODULE: &str = "edgefleet_v1";
 
 /// Failures of the engine itself (compiling, loading), as opposed to an interaction's failure.
 #[derive(Debug, Error)]
 pub enum EngineError {
     #[error("WasmEdge could not {action}: {message}")]
-    WasmEdge { action: &'static str, message: String },
+    WasmEdge {
+        action: &'static str,
+        message: String,
+    },
     #[error("path {0:?} is not valid UTF-8 without NUL bytes")]
     BadPath(std::path::PathBuf),
 }
@@ -114,7 +117,10 @@ pub fn compile(wasm: &[u8], out: &Path) -> Result<(), EngineError> {
             conf.0,
             ffi::WasmEdge_CompilerOptimizationLevel_O2,
         );
-        ffi::WasmEdge_ConfigureCompilerSetOutputFormat(conf.0, ffi::WasmEdge_CompilerOutputFormat_Native);
+        ffi::WasmEdge_ConfigureCompilerSetOutputFormat(
+            conf.0,
+            ffi::WasmEdge_CompilerOutputFormat_Native,
+        );
         let compiler = ffi::WasmEdge_CompilerCreate(conf.0);
         let bytes = ffi::WasmEdge_BytesWrap(wasm.as_ptr(), wasm.len() as u32);
         let result = ffi::WasmEdge_CompilerCompileFromBytes(compiler, bytes, out.as_ptr());
@@ -206,8 +212,11 @@ impl LoadedModule {
             Some(runtime) => runtime,
             None => {
                 let host: *mut HostState = &mut *self.host;
-                let runtime = build_runtime(&self.conf, self.memory, host)
-                    .map_err(|e| InteractionError::Unavailable { detail: e.to_string() })?;
+                let runtime = build_runtime(&self.conf, self.memory, host).map_err(|e| {
+                    InteractionError::Unavailable {
+                        detail: e.to_string(),
+                    }
+                })?;
                 self.runtime.insert(runtime)
             }
         };
@@ -249,21 +258,24 @@ impl LoadedModule {
         // deleted here, and its function is used only while it lives.
         unsafe {
             let mut instance = ptr::null_mut();
-            let result = ffi::WasmEdge_ExecutorInstantiate(executor, &mut instance, store, self.ast);
+            let result =
+                ffi::WasmEdge_ExecutorInstantiate(executor, &mut instance, store, self.ast);
             if !ffi::WasmEdge_ResultOK(result) {
                 if !instance.is_null() {
                     ffi::WasmEdge_ModuleInstanceDelete(instance);
                 }
                 return Err(trap("instantiation", result));
             }
-            let handle = ffi::WasmEdge_ModuleInstanceFindFunction(instance, wasm_string(HANDLE_EXPORT));
+            let handle =
+                ffi::WasmEdge_ModuleInstanceFindFunction(instance, wasm_string(HANDLE_EXPORT));
             let outcome = if handle.is_null() {
                 Err(InteractionError::Trap {
                     message: format!("the module exports no {HANDLE_EXPORT}"),
                 })
             } else {
                 let mut ret = ffi::WasmEdge_ValueGenI32(0);
-                let result = ffi::WasmEdge_ExecutorInvoke(executor, handle, ptr::null(), 0, &mut ret, 1);
+                let result =
+                    ffi::WasmEdge_ExecutorInvoke(executor, handle, ptr::null(), 0, &mut ret, 1);
                 if ffi::WasmEdge_ResultOK(result) {
                     Ok(ffi::WasmEdge_ValueGetI32(ret))
                 } else {
@@ -291,7 +303,7 @@ fn build_runtime(
             imports: Vec::with_capacity(2),
             memory: ptr::null_mut(),
         };
-        let env = ffi::WasmEdge_ModuleInstanceCreate(wasm_string("env"));
+        let env = ffi::WasmEdge_ModuleInstanceCreate(wasm_string(MEMORY_MODULE));
         runtime.imports.push(env);
         let limit = ffi::WasmEdge_LimitCreateWithMax(
             u64::from(memory_limits.min_pages),
@@ -309,14 +321,20 @@ fn build_runtime(
                 message: format!("{} pages", memory_limits.min_pages),
             });
         }
-        ffi::WasmEdge_ModuleInstanceAddMemory(env, wasm_string("memory"), memory);
+        ffi::WasmEdge_ModuleInstanceAddMemory(env, wasm_string(MEMORY_NAME), memory);
         runtime.memory = memory;
 
-        let abi = ffi::WasmEdge_ModuleInstanceCreate(wasm_string(ABI_MODULE));
+        let abi = ffi::WasmEdge_ModuleInstanceCreate(wasm_string(HOST_MODULE));
         runtime.imports.push(abi);
-        for f in HOST_FUNCTIONS {
-            let ty = f.ty.create();
-            let func = ffi::WasmEdge_FunctionInstanceCreate(ty, Some(f.func), host.cast(), 0);
+        for f in admission::HOST_FUNCTIONS {
+            let Some(func) = implementation(f.name) else {
+                return Err(EngineError::WasmEdge {
+                    action: "provide the host functions",
+                    message: format!("no implementation of {}", f.name),
+                });
+            };
+            let ty = function_type(f);
+            let func = ffi::WasmEdge_FunctionInstanceCreate(ty, Some(func), host.cast(), 0);
             ffi::WasmEdge_FunctionTypeDelete(ty);
             ffi::WasmEdge_ModuleInstanceAddFunction(abi, wasm_string(f.name), func);
         }
@@ -355,7 +373,11 @@ impl HostState {
         }
     }
 
-    fn begin(&mut self, interaction: &Interaction, memory: *mut ffi::WasmEdge_MemoryInstanceContext) {
+    fn begin(
+        &mut self,
+        interaction: &Interaction,
+        memory: *mut ffi::WasmEdge_MemoryInstanceContext,
+    ) {
         self.interaction = interaction;
         self.memory = memory;
         self.outputs = 0;
@@ -378,6 +400,7 @@ impl HostState {
     }
 
     /// Guest memory `[ptr, ptr + len)`, or a trap when it is out of bounds.
+    #[allow(clippy::mut_from_ref)] // the memory belongs to WasmEdge, not to HostState: see SAFETY
     fn guest(&self, ptr: i32, len: i32) -> Result<&mut [u8], InteractionError> {
         let (offset, len) = (ptr as u32, len as u32);
         if len == 0 {
@@ -444,7 +467,13 @@ impl HostState {
         Ok(())
     }
 
-    fn publish(&mut self, topic_ptr: i32, topic_len: i32, ptr: i32, len: i32) -> Result<(), InteractionError> {
+    fn publish(
+        &mut self,
+        topic_ptr: i32,
+        topic_len: i32,
+        ptr: i32,
+        len: i32,
+    ) -> Result<(), InteractionError> {
         self.count_output(len)?;
         let topic = self.guest_bytes(topic_ptr, topic_len, "publish topic")?;
         let topic = String::from_utf8_lossy(&topic).into_owned();
@@ -489,44 +518,31 @@ impl HostState {
     }
 }
 
-/// The value types the ABI uses.
-#[derive(Clone, Copy)]
-enum ValType {
-    I32,
-    I64,
-}
-
-impl ValType {
-    fn raw(self) -> ffi::WasmEdge_ValType {
-        // SAFETY: plain value constructors.
-        unsafe {
-            match self {
-                ValType::I32 => ffi::WasmEdge_ValTypeGenI32(),
-                ValType::I64 => ffi::WasmEdge_ValTypeGenI64(),
-            }
-        }
-    }
-}
-
-struct FuncType {
-    params: &'static [ValType],
-    results: &'static [ValType],
-}
-
-impl FuncType {
-    /// A new `WasmEdge_FunctionTypeContext`; the caller deletes it.
-    fn create(&self) -> *mut ffi::WasmEdge_FunctionTypeContext {
-        let params: Vec<_> = self.params.iter().map(|t| t.raw()).collect();
-        let results: Vec<_> = self.results.iter().map(|t| t.raw()).collect();
-        // SAFETY: WasmEdge copies both lists.
-        unsafe {
-            ffi::WasmEdge_FunctionTypeCreate(
-                params.as_ptr(),
-                params.len() as u32,
-                results.as_ptr(),
-                results.len() as u32,
-            )
-        }
+/// A new `WasmEdge_FunctionTypeContext` for an ABI host function; the caller deletes it.
+fn function_type(f: &admission::HostFunction) -> *mut ffi::WasmEdge_FunctionTypeContext {
+    let raw = |types: &[wasmparser::ValType]| -> Vec<ffi::WasmEdge_ValType> {
+        types
+            .iter()
+            .map(|t| {
+                // SAFETY: plain value constructors.
+                unsafe {
+                    match t {
+                        wasmparser::ValType::I64 => ffi::WasmEdge_ValTypeGenI64(),
+                        _ => ffi::WasmEdge_ValTypeGenI32(),
+                    }
+                }
+            })
+            .collect()
+    };
+    let (params, results) = (raw(f.params), raw(f.results));
+    // SAFETY: WasmEdge copies both lists.
+    unsafe {
+        ffi::WasmEdge_FunctionTypeCreate(
+            params.as_ptr(),
+            params.len() as u32,
+            results.as_ptr(),
+            results.len() as u32,
+        )
     }
 }
 
@@ -537,28 +553,23 @@ type RawHostFunc = unsafe extern "C" fn(
     *mut ffi::WasmEdge_Value,
 ) -> ffi::WasmEdge_Result;
 
-struct HostFunction {
-    name: &'static str,
-    ty: FuncType,
-    func: RawHostFunc,
+/// The implementation of each host function of [`admission::HOST_FUNCTIONS`], which holds their
+/// names and types (shared with admission's import check).
+fn implementation(name: &str) -> Option<RawHostFunc> {
+    Some(match name {
+        "message" => host_message,
+        "device_id" => host_device_id,
+        "channel" => host_channel,
+        "config" => host_config,
+        "state_get" => host_state_get,
+        "state_set" => host_state_set,
+        "command" => host_command,
+        "publish" => host_publish,
+        "log" => host_log,
+        "now_ms" => host_now_ms,
+        _ => return None,
+    })
 }
-
-use ValType::{I32, I64};
-
-/// The `edgefleet_v1` import module (docs/guest-abi.md); admission checks modules against the same
-/// names and types.
-const HOST_FUNCTIONS: &[HostFunction] = &[
-    HostFunction { name: "message", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_message },
-    HostFunction { name: "device_id", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_device_id },
-    HostFunction { name: "channel", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_channel },
-    HostFunction { name: "config", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_config },
-    HostFunction { name: "state_get", ty: FuncType { params: &[I32, I32], results: &[I32] }, func: host_state_get },
-    HostFunction { name: "state_set", ty: FuncType { params: &[I32, I32], results: &[] }, func: host_state_set },
-    HostFunction { name: "command", ty: FuncType { params: &[I32, I32], results: &[] }, func: host_command },
-    HostFunction { name: "publish", ty: FuncType { params: &[I32, I32, I32, I32], results: &[] }, func: host_publish },
-    HostFunction { name: "log", ty: FuncType { params: &[I32, I32, I32], results: &[] }, func: host_log },
-    HostFunction { name: "now_ms", ty: FuncType { params: &[], results: &[I64] }, func: host_now_ms },
-];
 
 /// Shared body of every host function: decode the i32 parameters, run `body`, and either write its
 /// result or record the violation and stop the guest.
@@ -608,9 +619,14 @@ macro_rules! copy_host_fn {
         ) -> ffi::WasmEdge_Result {
             // SAFETY: called by WasmEdge with this function's type and data (see host_call).
             unsafe {
-                host_call(data, params, returns, |$host: &mut HostState, [ptr, cap]| {
-                    $host.copy_out($value, ptr, cap).map(i32_value)
-                })
+                host_call(
+                    data,
+                    params,
+                    returns,
+                    |$host: &mut HostState, [ptr, cap]| {
+                        $host.copy_out($value, ptr, cap).map(i32_value)
+                    },
+                )
             }
         }
     };
@@ -629,12 +645,15 @@ unsafe extern "C" fn host_state_get(
 ) -> ffi::WasmEdge_Result {
     // SAFETY: called by WasmEdge with this function's type and data (see host_call).
     unsafe {
-        host_call(data, params, returns, |host: &mut HostState, [ptr, cap]| {
-            match &host.interaction().state {
+        host_call(
+            data,
+            params,
+            returns,
+            |host: &mut HostState, [ptr, cap]| match &host.interaction().state {
                 Some(state) => host.copy_out(state, ptr, cap).map(i32_value),
                 None => Ok(i32_value(-1)),
-            }
-        })
+            },
+        )
     }
 }
 
@@ -656,10 +675,13 @@ macro_rules! effect_host_fn {
     };
 }
 
-effect_host_fn!(host_state_set, 2, |host, [ptr, len]| host.state_set(ptr, len));
+effect_host_fn!(host_state_set, 2, |host, [ptr, len]| host
+    .state_set(ptr, len));
 effect_host_fn!(host_command, 2, |host, [ptr, len]| host.command(ptr, len));
-effect_host_fn!(host_publish, 4, |host, [tp, tl, ptr, len]| host.publish(tp, tl, ptr, len));
-effect_host_fn!(host_log, 3, |host, [level, ptr, len]| host.log(level, ptr, len));
+effect_host_fn!(host_publish, 4, |host, [tp, tl, ptr, len]| host
+    .publish(tp, tl, ptr, len));
+effect_host_fn!(host_log, 3, |host, [level, ptr, len]| host
+    .log(level, ptr, len));
 
 unsafe extern "C" fn host_now_ms(
     data: *mut c_void,

@@ -95,7 +95,9 @@ pub enum InteractionError {
     StateLimit { size: u64, limit: u32 },
     #[error("the handler published to topic {topic:?}, which the class does not allow")]
     ForbiddenTopic { topic: String },
-    #[error("module {module} is quarantined after repeated failures; it runs again after {retry_in_ms} ms")]
+    #[error(
+        "module {module} is quarantined after repeated failures; it runs again after {retry_in_ms} ms"
+    )]
     Quarantined { module: String, retry_in_ms: u64 },
     #[error("the sandbox could not run the interaction: {detail}")]
     Unavailable { detail: String },

@@ -53,13 +53,21 @@ impl SandboxMetrics {
             "Module loads refused, by reason",
             self.refused_modules.clone(),
         );
-        registry.register("quarantines", "Times a module was quarantined", self.quarantines.clone());
+        registry.register(
+            "quarantines",
+            "Times a module was quarantined",
+            self.quarantines.clone(),
+        );
         registry.register(
             "worker_restarts",
             "Sandbox worker processes replaced after dying or being killed",
             self.worker_restarts.clone(),
         );
-        registry.register("compilations", "AOT compilations (artefact cache misses)", self.compilations.clone());
+        registry.register(
+            "compilations",
+            "AOT compilations (artefact cache misses)",
+            self.compilations.clone(),
+        );
     }
 
     /// The count of interactions of `module` with `outcome`.

@@ -146,7 +146,10 @@ pub enum StartError {
     )]
     Worker { program: PathBuf, detail: String },
     #[error("cannot use the artefact directory {dir:?}: {source}")]
-    ArtefactDir { dir: PathBuf, source: std::io::Error },
+    ArtefactDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A loaded module (a module + class config + limits). Cheap to clone; the workers forget the
@@ -196,12 +199,13 @@ impl Sandbox {
     /// Starts the worker processes.
     pub fn start(config: SandboxConfig) -> Result<Sandbox, StartError> {
         let wasmedge_version = worker_version(&config.worker)?;
-        let cache = ArtefactCache::open(&config.artefact_dir, &wasmedge_version).map_err(|source| {
-            StartError::ArtefactDir {
-                dir: config.artefact_dir.clone(),
-                source,
-            }
-        })?;
+        let cache =
+            ArtefactCache::open(&config.artefact_dir, &wasmedge_version).map_err(|source| {
+                StartError::ArtefactDir {
+                    dir: config.artefact_dir.clone(),
+                    source,
+                }
+            })?;
         let metrics = Arc::new(SandboxMetrics::default());
         // A short queue: when every worker is busy, callers wait here (backpressure), they are not
         // queued without bound.
@@ -210,12 +214,16 @@ impl Sandbox {
         let mut worker_pids = Vec::new();
         for index in 0..config.workers.max(1) {
             let pid = Arc::new(AtomicU32::new(0));
-            let driver = Driver::new(
+            let driver = Driver::start(
                 config.worker.clone(),
                 config.worker_memory_cap,
                 metrics.clone(),
                 pid.clone(),
-            );
+            )
+            .map_err(|e| StartError::Worker {
+                program: config.worker.program.clone(),
+                detail: e.to_string(),
+            })?;
             let jobs = rx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sandbox-worker-{index}"))
@@ -288,10 +296,11 @@ impl Sandbox {
                 });
             }
         }
-        let admitted = admission::admit(spec.wasm, &spec.limits).map_err(|source| LoadError::Refused {
-            label: label.clone(),
-            source,
-        })?;
+        let admitted =
+            admission::admit(spec.wasm, &spec.limits).map_err(|source| LoadError::Refused {
+                label: label.clone(),
+                source,
+            })?;
         let cached = self.cache.path_for(&admitted.wasm).exists();
         let artefact = self
             .cache
@@ -321,7 +330,11 @@ impl Sandbox {
     }
 
     /// Runs one interaction.
-    pub fn run(&self, module: &ModuleHandle, interaction: Interaction) -> Result<Outcome, InteractionError> {
+    pub fn run(
+        &self,
+        module: &ModuleHandle,
+        interaction: Interaction,
+    ) -> Result<Outcome, InteractionError> {
         self.run_batch(module, vec![interaction])
             .pop()
             .unwrap_or_else(|| {
@@ -334,7 +347,11 @@ impl Sandbox {
     /// Runs interactions of one module, each in a fresh instance; one result per interaction, in
     /// order. Batches larger than `max_batch` are split across the workers. Interactions of the same
     /// device must not be in flight twice if their order matters: the caller keeps per-device order.
-    pub fn run_batch(&self, module: &ModuleHandle, items: Vec<Interaction>) -> Vec<Result<Outcome, InteractionError>> {
+    pub fn run_batch(
+        &self,
+        module: &ModuleHandle,
+        items: Vec<Interaction>,
+    ) -> Vec<Result<Outcome, InteractionError>> {
         let entry = &module.0;
         if let Err(retry_in) = lock(&entry.breaker).check(Instant::now()) {
             let error = InteractionError::Quarantined {
@@ -377,10 +394,16 @@ impl Sandbox {
         results
     }
 
-    fn count<'a>(&self, entry: &ModuleEntry, results: impl Iterator<Item = Result<&'a Outcome, &'a InteractionError>>) {
+    fn count<'a>(
+        &self,
+        entry: &ModuleEntry,
+        results: impl Iterator<Item = Result<&'a Outcome, &'a InteractionError>>,
+    ) {
         let mut by_kind: HashMap<&'static str, u64> = HashMap::new();
         for result in results {
-            *by_kind.entry(result.map_or_else(|e| e.kind(), |_| "ok")).or_default() += 1;
+            *by_kind
+                .entry(result.map_or_else(|e| e.kind(), |_| "ok"))
+                .or_default() += 1;
         }
         for (outcome, n) in by_kind {
             self.metrics

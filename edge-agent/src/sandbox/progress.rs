@@ -66,7 +66,8 @@ impl Progress {
                 0,
             )?
         };
-        let words = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        let words =
+            NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
         Ok(Progress { words })
     }
 

@@ -24,11 +24,11 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::{FdFlags, fcntl_setfd};
 use rustix::process::{Resource, Rlimit, Signal, set_parent_process_death_signal, setrlimit};
 
+use super::ModuleEntry;
 use super::interaction::{Interaction, InteractionError, Outcome};
 use super::metrics::SandboxMetrics;
 use super::progress::Progress;
 use super::wire::{self, MAX_FRAME, Request, Response};
-use super::ModuleEntry;
 
 /// How loading a module into a worker may take at most (the artefact is our own compiler's output).
 const LOAD_DEADLINE: Duration = Duration::from_secs(10);
@@ -144,8 +144,14 @@ impl WorkerProcess {
             .stderr(Stdio::inherit())
             .spawn()?;
         drop(inherited);
-        let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin pipe"))?;
-        let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout pipe"))?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("no stdin pipe"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout pipe"))?;
         rustix::io::ioctl_fionbio(&stdout, true)?;
         Ok(WorkerProcess {
             child,
@@ -163,7 +169,12 @@ impl WorkerProcess {
 
     /// Sends one request and waits for its response. `budget` is the per-item time budget of a
     /// `Run`; `deadline` bounds the whole request when nothing is running (e.g. a `Load`).
-    fn call(&mut self, request: &Request<'_>, budget: Duration, deadline: Option<Instant>) -> Result<Response, Death> {
+    fn call(
+        &mut self,
+        request: &Request<'_>,
+        budget: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Response, Death> {
         let body = edgefleet_protocol::codec::encode(request);
         let mut frame = Vec::with_capacity(body.len() + 4);
         frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -179,7 +190,10 @@ impl WorkerProcess {
             let wait = match running {
                 Some(r) if r.elapsed >= budget => {
                     self.kill();
-                    return Err(Death::Timeout { index: r.index, budget });
+                    return Err(Death::Timeout {
+                        index: r.index,
+                        budget,
+                    });
                 }
                 Some(r) => (budget - r.elapsed).min(WATCH_INTERVAL),
                 None => WATCH_INTERVAL,
@@ -196,10 +210,10 @@ impl WorkerProcess {
                 tv_sec: 0,
                 tv_nsec: wait.as_nanos().max(100_000) as _,
             };
-            if let Err(e) = poll(&mut fds, Some(&timeout)) {
-                if e != rustix::io::Errno::INTR {
-                    return Err(self.died(None, format!("poll failed: {e}")));
-                }
+            if let Err(e) = poll(&mut fds, Some(&timeout))
+                && e != rustix::io::Errno::INTR
+            {
+                return Err(self.died(None, format!("poll failed: {e}")));
             }
             if !self.fill()? {
                 let index = self.progress.running().map(|r| r.index);
@@ -227,7 +241,12 @@ impl WorkerProcess {
         if self.buffer.len() < 4 {
             return Ok(None);
         }
-        let len = u32::from_le_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]) as usize;
+        let len = u32::from_le_bytes([
+            self.buffer[0],
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+        ]) as usize;
         if len > MAX_FRAME {
             return Err(self.died(None, format!("it sent a frame of {len} bytes")));
         }
@@ -296,25 +315,26 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub fn new(
+    /// A driver with its worker process started.
+    pub fn start(
         command: WorkerCommand,
         memory_cap: u64,
         metrics: Arc<SandboxMetrics>,
         pid: Arc<std::sync::atomic::AtomicU32>,
-    ) -> Driver {
-        Driver {
+    ) -> io::Result<Driver> {
+        let mut driver = Driver {
             command,
             memory_cap,
             metrics,
             pid,
             worker: None,
-        }
+        };
+        driver.worker()?;
+        Ok(driver)
     }
 
     /// Runs jobs until the queue closes.
     pub fn run(mut self, jobs: Receiver<Job>) {
-        // Start the worker before the first job, so the first interaction does not pay for it.
-        let _ = self.worker();
         for job in jobs {
             let results = self.run_job(&job.module, &job.items);
             let _ = job.reply.send(results);
@@ -324,7 +344,8 @@ impl Driver {
     fn worker(&mut self) -> io::Result<&mut WorkerProcess> {
         if self.worker.is_none() {
             let worker = WorkerProcess::spawn(&self.command, self.memory_cap)?;
-            self.pid.store(worker.pid(), std::sync::atomic::Ordering::Relaxed);
+            self.pid
+                .store(worker.pid(), std::sync::atomic::Ordering::Relaxed);
             self.worker = Some(worker);
         }
         self.worker
@@ -339,7 +360,11 @@ impl Driver {
         let _ = self.worker();
     }
 
-    fn run_job(&mut self, module: &Arc<ModuleEntry>, items: &[Interaction]) -> Vec<Result<Outcome, InteractionError>> {
+    fn run_job(
+        &mut self,
+        module: &Arc<ModuleEntry>,
+        items: &[Interaction],
+    ) -> Vec<Result<Outcome, InteractionError>> {
         let mut results: Vec<Option<Result<Outcome, InteractionError>>> = vec![None; items.len()];
         // Indices still to run, in order. After a worker death the items it had not finished are run
         // again on its replacement; the one it was running when it died gets the error instead.
@@ -376,9 +401,10 @@ impl Driver {
                                 budget_ms: budget.as_millis() as u32,
                             },
                         )),
-                        Death::Died { index: Some(index), cause } => {
-                            Some((index, InteractionError::WorkerCrashed { cause }))
-                        }
+                        Death::Died {
+                            index: Some(index),
+                            cause,
+                        } => Some((index, InteractionError::WorkerCrashed { cause })),
                         Death::Died { index: None, cause } => {
                             fruitless += 1;
                             if fruitless >= MAX_FRUITLESS_RESPAWNS {
@@ -422,7 +448,11 @@ enum Attempt {
 
 impl Driver {
     /// Runs `items` on the current worker, loading `module` into it first if needed.
-    fn run_on_worker(&mut self, module: &Arc<ModuleEntry>, items: &[Interaction]) -> Result<Vec<Result<Outcome, InteractionError>>, Attempt> {
+    fn run_on_worker(
+        &mut self,
+        module: &Arc<ModuleEntry>,
+        items: &[Interaction],
+    ) -> Result<Vec<Result<Outcome, InteractionError>>, Attempt> {
         let worker = self
             .worker()
             .map_err(|e| Attempt::Unavailable(format!("cannot start a sandbox worker: {e}")))?;
@@ -435,7 +465,11 @@ impl Driver {
         for id in dropped {
             worker.loaded.remove(&id);
             worker
-                .call(&Request::Unload { module: id }, LOAD_DEADLINE, Some(Instant::now() + LOAD_DEADLINE))
+                .call(
+                    &Request::Unload { module: id },
+                    LOAD_DEADLINE,
+                    Some(Instant::now() + LOAD_DEADLINE),
+                )
                 .map_err(Attempt::Died)?;
         }
         if !worker.loaded.contains_key(&module.id) {
@@ -447,16 +481,26 @@ impl Driver {
                 config: module.config.clone(),
             };
             match worker
-                .call(&request, LOAD_DEADLINE, Some(Instant::now() + LOAD_DEADLINE))
+                .call(
+                    &request,
+                    LOAD_DEADLINE,
+                    Some(Instant::now() + LOAD_DEADLINE),
+                )
                 .map_err(Attempt::Died)?
             {
                 Response::Loaded => {
                     worker.loaded.insert(module.id, Arc::downgrade(module));
                 }
                 Response::LoadFailed { error } => {
-                    return Err(Attempt::Unavailable(format!("the worker could not load the module: {error}")));
+                    return Err(Attempt::Unavailable(format!(
+                        "the worker could not load the module: {error}"
+                    )));
                 }
-                other => return Err(Attempt::Unavailable(format!("unexpected answer to Load: {other:?}"))),
+                other => {
+                    return Err(Attempt::Unavailable(format!(
+                        "unexpected answer to Load: {other:?}"
+                    )));
+                }
             }
         }
         let budget = Duration::from_millis(u64::from(module.limits.time_budget_ms));
@@ -466,7 +510,9 @@ impl Driver {
         };
         match worker.call(&request, budget, None).map_err(Attempt::Died)? {
             Response::Ran { results } if results.len() == items.len() => Ok(results),
-            other => Err(Attempt::Unavailable(format!("unexpected answer to Run: {other:?}"))),
+            other => Err(Attempt::Unavailable(format!(
+                "unexpected answer to Run: {other:?}"
+            ))),
         }
     }
 }

@@ -43,12 +43,18 @@ pub enum Request<'a> {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
     Loaded,
-    LoadFailed { error: String },
+    LoadFailed {
+        error: String,
+    },
     Unloaded,
     /// One result per item of the `Run`, in the same order.
-    Ran { results: Vec<Result<Outcome, InteractionError>> },
+    Ran {
+        results: Vec<Result<Outcome, InteractionError>>,
+    },
     /// The request named a module this worker has not loaded.
-    UnknownModule { module: u64 },
+    UnknownModule {
+        module: u64,
+    },
 }
 
 /// Writes one frame.

@@ -1,0 +1,395 @@
+//! The sandbox against real modules, real WasmEdge AOT code and real worker processes.
+//!
+//! Each test starts its own sandbox (two worker processes); the AOT artefact cache is shared by the
+//! tests of this binary, as it would be by an agent's restarts.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use edge_agent::sandbox::{
+    Interaction, InteractionError, LoadError, ModuleHandle, ModuleSpec, Sandbox, SandboxConfig,
+    WorkerCommand,
+};
+use edgefleet_device_modules::{hostile_wasm, probe_wasm};
+use edgefleet_protocol::ClassLimits;
+
+fn artefact_dir() -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+        .to_path_buf()
+}
+
+fn sandbox() -> Sandbox {
+    let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_edgefleet-sandbox-worker"));
+    let mut config = SandboxConfig::new(worker, artefact_dir());
+    config.breaker.threshold = 3;
+    Sandbox::start(config).expect("sandbox starts")
+}
+
+fn load(sandbox: &Sandbox, label: &str, wasm: &[u8], limits: ClassLimits) -> ModuleHandle {
+    sandbox
+        .load(ModuleSpec {
+            label: label.into(),
+            wasm,
+            expected_sha256: None,
+            limits,
+            config: Vec::new(),
+        })
+        .unwrap_or_else(|e| panic!("{label} loads: {e}"))
+}
+
+fn message(device: &str, payload: &[u8], state: Option<Vec<u8>>) -> Interaction {
+    Interaction {
+        device: device.into(),
+        channel: "telemetry".into(),
+        payload: payload.to_vec(),
+        state: state.map(Into::into),
+        now_ms: 1_700_000_000_000,
+    }
+}
+
+fn echo(sandbox: &Sandbox) -> ModuleHandle {
+    load(sandbox, "echo", &probe_wasm("echo"), ClassLimits::default())
+}
+
+/// The well-behaved module still answers, and answers right.
+fn assert_echo_answers(sandbox: &Sandbox, echo: &ModuleHandle) {
+    let outcome = sandbox
+        .run(echo, message("d1", b"still here", None))
+        .expect("echo runs");
+    assert_eq!(outcome.commands.len(), 1);
+    assert_eq!(outcome.commands[0].as_slice(), b"still here");
+}
+
+#[test]
+fn nothing_survives_from_one_interaction_to_the_next() {
+    let sandbox = sandbox();
+    let probe = load(
+        &sandbox,
+        "leak_probe",
+        &probe_wasm("leak_probe"),
+        ClassLimits::default(),
+    );
+    let batch: Vec<_> = (0..200)
+        .map(|i| message(&format!("d{i}"), b"", None))
+        .collect();
+    for result in sandbox.run_batch(&probe, batch) {
+        let outcome = result.expect("probe runs");
+        assert_eq!(outcome.commands.len(), 1);
+        let seen = &outcome.commands[0];
+        let global = i32::from_le_bytes(seen[0..4].try_into().unwrap());
+        let memory = i32::from_le_bytes(seen[4..8].try_into().unwrap());
+        assert_eq!(
+            (global, memory),
+            (1, 1),
+            "a fresh instance starts from zero every time"
+        );
+    }
+}
+
+#[test]
+fn a_module_that_defines_its_memory_is_rewritten_and_runs() {
+    let sandbox = sandbox();
+    let module = load(
+        &sandbox,
+        "own_memory",
+        &probe_wasm("own_memory"),
+        ClassLimits::default(),
+    );
+    let outcome = sandbox
+        .run(&module, message("d1", b"hello", None))
+        .expect("runs");
+    assert_eq!(outcome.commands.len(), 1);
+    assert_eq!(outcome.commands[0].as_slice(), b"hello");
+}
+
+#[test]
+fn device_state_persists_per_device_across_interactions_and_sandbox_restarts() {
+    // The sandbox holds no state: the caller keeps each device's state (the agent keeps it in sled)
+    // and hands it back with the next message. A new sandbox continues where the old one stopped.
+    let mut states: HashMap<&str, Vec<u8>> = HashMap::new();
+    let mut counted = |sandbox: &Sandbox, module: &ModuleHandle, device: &'static str| {
+        let outcome = sandbox
+            .run(module, message(device, b"", states.get(device).cloned()))
+            .expect("state_counter runs");
+        let state = outcome
+            .new_state
+            .expect("the counter stores its state")
+            .into_vec();
+        states.insert(device, state.clone());
+        u32::from_le_bytes(outcome.commands[0].as_slice().try_into().unwrap())
+    };
+    {
+        let sandbox = sandbox();
+        let module = load(
+            &sandbox,
+            "state_counter",
+            &probe_wasm("state_counter"),
+            ClassLimits::default(),
+        );
+        assert_eq!(counted(&sandbox, &module, "a"), 1);
+        assert_eq!(counted(&sandbox, &module, "a"), 2);
+        assert_eq!(counted(&sandbox, &module, "b"), 1);
+        assert_eq!(counted(&sandbox, &module, "a"), 3);
+    }
+    let sandbox = sandbox();
+    let module = load(
+        &sandbox,
+        "state_counter",
+        &probe_wasm("state_counter"),
+        ClassLimits::default(),
+    );
+    assert_eq!(
+        sandbox.metrics().compilations.get(),
+        0,
+        "the artefact came from the cache"
+    );
+    assert_eq!(counted(&sandbox, &module, "a"), 4);
+    assert_eq!(counted(&sandbox, &module, "b"), 2);
+}
+
+/// Runs a hostile module once and returns its error and how long the caller waited.
+fn run_hostile(sandbox: &Sandbox, name: &str, limits: ClassLimits) -> (InteractionError, Duration) {
+    let module = load(sandbox, name, &hostile_wasm(name), limits);
+    let started = Instant::now();
+    let result = sandbox.run(&module, message("d1", &[1], None));
+    let waited = started.elapsed();
+    let error = result.expect_err(&format!("{name} must fail"));
+    let counted = sandbox.metrics().interactions_of(name, error.kind());
+    assert_eq!(
+        counted,
+        1,
+        "{name}: the failure is counted as {}",
+        error.kind()
+    );
+    (error, waited)
+}
+
+#[test]
+fn an_endless_loop_is_stopped_at_its_budget_and_its_worker_replaced() {
+    let sandbox = sandbox();
+    let echo = echo(&sandbox);
+    let limits = ClassLimits {
+        time_budget_ms: 30,
+        ..ClassLimits::default()
+    };
+    for name in ["infinite_loop", "start_loop"] {
+        let restarts = sandbox.metrics().worker_restarts.get();
+        let (error, waited) = run_hostile(&sandbox, name, limits.clone());
+        assert_eq!(error, InteractionError::Timeout { budget_ms: 30 }, "{name}");
+        // Bounded, not a speed check: the caller is not stalled by the module.
+        assert!(
+            waited < Duration::from_secs(10),
+            "{name}: waited {waited:?}"
+        );
+        assert_eq!(sandbox.metrics().worker_restarts.get(), restarts + 1);
+        assert_echo_answers(&sandbox, &echo);
+    }
+}
+
+#[test]
+fn deep_recursion_kills_at_most_a_worker() {
+    let sandbox = sandbox();
+    let echo = echo(&sandbox);
+    let (error, _) = run_hostile(&sandbox, "deep_recursion", ClassLimits::default());
+    match &error {
+        // Native stack overflow in AOT code: the worker dies of SIGSEGV.
+        InteractionError::WorkerCrashed { cause } => assert!(cause.contains("signal"), "{cause}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_echo_answers(&sandbox, &echo);
+}
+
+#[test]
+fn traps_and_limit_violations_are_typed_and_the_worker_stays() {
+    let sandbox = sandbox();
+    let echo = echo(&sandbox);
+    let pids = sandbox.worker_pids();
+    let limits = ClassLimits::default();
+    let (error, _) = run_hostile(&sandbox, "trap", limits.clone());
+    assert!(matches!(error, InteractionError::Trap { .. }), "{error:?}");
+    let (error, _) = run_hostile(&sandbox, "oversized_output", limits.clone());
+    assert!(
+        matches!(error, InteractionError::OutputLimit { .. }),
+        "{error:?}"
+    );
+    let (error, _) = run_hostile(&sandbox, "too_many_outputs", limits.clone());
+    assert!(
+        matches!(error, InteractionError::OutputLimit { .. }),
+        "{error:?}"
+    );
+    let (error, _) = run_hostile(&sandbox, "forbidden_topic", limits.clone());
+    assert_eq!(
+        error,
+        InteractionError::ForbiddenTopic {
+            topic: "control/reboot".into()
+        }
+    );
+    let (error, _) = run_hostile(&sandbox, "state_bomb", limits.clone());
+    assert!(
+        matches!(error, InteractionError::StateLimit { limit: 16384, .. }),
+        "{error:?}"
+    );
+    assert_eq!(sandbox.worker_pids(), pids, "no worker was replaced");
+    assert_echo_answers(&sandbox, &echo);
+}
+
+#[test]
+fn a_memory_bomb_gets_no_more_than_its_class_allows() {
+    let sandbox = sandbox();
+    let limits = ClassLimits {
+        max_memory_pages: 8,
+        ..ClassLimits::default()
+    };
+    let module = load(
+        &sandbox,
+        "memory_bomb",
+        &hostile_wasm("memory_bomb"),
+        limits,
+    );
+    for _ in 0..3 {
+        let outcome = sandbox
+            .run(&module, message("d1", b"", None))
+            .expect("the bomb fizzles");
+        let pages = u32::from_le_bytes(outcome.commands[0].as_slice().try_into().unwrap());
+        assert_eq!(
+            pages, 8,
+            "memory.grow stops at the class limit, and a grown memory is replaced"
+        );
+    }
+}
+
+#[test]
+fn modules_are_refused_at_load_with_a_clear_error() {
+    let sandbox = sandbox();
+    let refuse = |name: &str| {
+        let wasm = hostile_wasm(name);
+        let error = sandbox
+            .load(ModuleSpec {
+                label: name.into(),
+                wasm: &wasm,
+                expected_sha256: None,
+                limits: ClassLimits::default(),
+                config: Vec::new(),
+            })
+            .expect_err(&format!("{name} is refused"));
+        assert!(
+            matches!(error, LoadError::Refused { .. }),
+            "{name}: {error}"
+        );
+        error.to_string()
+    };
+    assert!(refuse("unknown_import").contains("launch_missiles"));
+    assert!(refuse("wrong_abi").contains('2'));
+    refuse("no_abi_section");
+    refuse("big_memory");
+    refuse("huge_table");
+    assert_eq!(
+        sandbox.metrics().compilations.get(),
+        0,
+        "nothing refused reached the compiler"
+    );
+}
+
+#[test]
+fn a_tampered_module_is_refused_before_anything_else() {
+    let sandbox = sandbox();
+    let wasm = probe_wasm("echo");
+    let expected: [u8; 32] = sha2_of(&wasm);
+    let mut tampered = wasm.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    let error = sandbox
+        .load(ModuleSpec {
+            label: "echo".into(),
+            wasm: &tampered,
+            expected_sha256: Some(expected),
+            limits: ClassLimits::default(),
+            config: Vec::new(),
+        })
+        .expect_err("tampered module is refused");
+    assert!(matches!(error, LoadError::DigestMismatch { .. }), "{error}");
+    assert!(error.to_string().contains(&hex(&expected)), "{error}");
+    let fine = sandbox.load(ModuleSpec {
+        label: "echo".into(),
+        wasm: &wasm,
+        expected_sha256: Some(expected),
+        limits: ClassLimits::default(),
+        config: Vec::new(),
+    });
+    assert!(fine.is_ok());
+}
+
+#[test]
+fn a_module_that_keeps_failing_is_quarantined_and_others_go_on() {
+    let sandbox = sandbox();
+    let echo = echo(&sandbox);
+    let trap = load(
+        &sandbox,
+        "trap",
+        &hostile_wasm("trap"),
+        ClassLimits::default(),
+    );
+    for _ in 0..3 {
+        let error = sandbox.run(&trap, message("d1", b"", None)).unwrap_err();
+        assert!(matches!(error, InteractionError::Trap { .. }));
+    }
+    assert!(sandbox.is_quarantined(&trap));
+    let error = sandbox.run(&trap, message("d1", b"", None)).unwrap_err();
+    assert!(
+        matches!(error, InteractionError::Quarantined { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        sandbox.metrics().interactions_of("trap", "trap"),
+        3,
+        "quarantined runs never reach a worker"
+    );
+    assert_echo_answers(&sandbox, &echo);
+}
+
+fn sha2_of(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_batch_costs_only_that_interaction() {
+    // The items before the crashing one lost their results with the worker and the items after it
+    // never ran: all are run on the replacement worker, and only the crashing one fails.
+    let sandbox = sandbox();
+    let module = load(
+        &sandbox,
+        "crash_on_marker",
+        &probe_wasm("crash_on_marker"),
+        ClassLimits::default(),
+    );
+    let payloads: Vec<u8> = vec![1, 2, 3, 0xFF, 5, 6, 0xFF, 8];
+    let results = sandbox.run_batch(
+        &module,
+        payloads.iter().map(|&p| message("d", &[p], None)).collect(),
+    );
+    assert_eq!(results.len(), payloads.len());
+    for (payload, result) in payloads.iter().zip(&results) {
+        if *payload == 0xFF {
+            assert!(
+                matches!(
+                    result,
+                    Err(InteractionError::WorkerCrashed { .. })
+                        | Err(InteractionError::Trap { .. })
+                ),
+                "{result:?}"
+            );
+        } else {
+            let outcome = result.as_ref().expect("the others succeed");
+            assert_eq!(outcome.commands[0].as_slice(), &[*payload]);
+        }
+    }
+}
