@@ -208,19 +208,7 @@ impl LoadedModule {
     }
     /// Runs one interaction in a fresh instance of the module.
     pub fn run(&mut self, interaction: &Interaction) -> Result<Outcome, InteractionError> {
-        let runtime = match &self.runtime {
-            Some(runtime) => runtime,
-            None => {
-                let host: *mut HostState = &mut *self.host;
-                let runtime = build_runtime(&self.conf, self.memory, host).map_err(|e| {
-                    InteractionError::Unavailable {
-                        detail: e.to_string(),
-                    }
-                })?;
-                self.runtime.insert(runtime)
-            }
-        };
-        let (store, executor, memory) = (runtime.store, runtime.executor, runtime.memory);
+        let (store, executor, memory) = self.runtime()?;
         let pages = u64::from(self.memory.min_pages);
         // SAFETY: the memory has exactly `pages` pages (a grown memory is replaced below), so the
         // pointer covers pages * PAGE bytes; nothing else uses it during this call.
@@ -234,16 +222,11 @@ impl LoadedModule {
         let code = self.instantiate_and_call(store, executor);
         let outcome = self.host.finish();
         // SAFETY: the memory stays valid while its runtime exists.
-        let grown = unsafe { ffi::WasmEdge_MemoryInstanceGetPageSize(memory) } != pages;
-        if grown {
+        if unsafe { ffi::WasmEdge_MemoryInstanceGetPageSize(memory) } != pages {
+            // Not even the size of memory may outlive the interaction: start over with a new one.
             self.runtime = None;
         }
-        match (outcome, code) {
-            (Err(violation), _) => Err(violation),
-            (Ok(_), Err(trap)) => Err(trap),
-            (Ok(outcome), Ok(0)) => Ok(outcome),
-            (Ok(_), Ok(code)) => Err(InteractionError::Rejected { code }),
-        }
+        settle(outcome, code)
     }
 
     fn instantiate_and_call(
@@ -251,40 +234,170 @@ impl LoadedModule {
         store: *mut ffi::WasmEdge_StoreContext,
         executor: *mut ffi::WasmEdge_ExecutorContext,
     ) -> Result<i32, InteractionError> {
-        let trap = |stage: &str, result| InteractionError::Trap {
-            message: format!("{stage}: {}", result_message(result)),
-        };
-        // SAFETY: the AST, store and executor belong to this module; the instance is created and
-        // deleted here, and its function is used only while it lives.
-        unsafe {
-            let mut instance = ptr::null_mut();
-            let result =
-                ffi::WasmEdge_ExecutorInstantiate(executor, &mut instance, store, self.ast);
-            if !ffi::WasmEdge_ResultOK(result) {
-                if !instance.is_null() {
-                    ffi::WasmEdge_ModuleInstanceDelete(instance);
-                }
-                return Err(trap("instantiation", result));
+        let instance = Instance::new(executor, store, self.ast)?;
+        instance.call_handle(executor)
+    }
+
+    /// One instance kept across calls, with its memory never reset: the baseline that the
+    /// fresh-instance design is measured against in the benchmark. Not for serving devices.
+    pub fn warm_instance(&mut self) -> Result<WarmInstance<'_>, InteractionError> {
+        let (store, executor, memory) = self.runtime()?;
+        let instance = Instance::new(executor, store, self.ast)?;
+        Ok(WarmInstance {
+            module: self,
+            instance,
+            executor,
+            memory,
+        })
+    }
+
+    fn runtime(
+        &mut self,
+    ) -> Result<
+        (
+            *mut ffi::WasmEdge_StoreContext,
+            *mut ffi::WasmEdge_ExecutorContext,
+            *mut ffi::WasmEdge_MemoryInstanceContext,
+        ),
+        InteractionError,
+    > {
+        let runtime = match &self.runtime {
+            Some(runtime) => runtime,
+            None => {
+                let host: *mut HostState = &mut *self.host;
+                let runtime = build_runtime(&self.conf, self.memory, host).map_err(|e| {
+                    InteractionError::Unavailable {
+                        detail: e.to_string(),
+                    }
+                })?;
+                self.runtime.insert(runtime)
             }
-            let handle =
-                ffi::WasmEdge_ModuleInstanceFindFunction(instance, wasm_string(HANDLE_EXPORT));
-            let outcome = if handle.is_null() {
-                Err(InteractionError::Trap {
-                    message: format!("the module exports no {HANDLE_EXPORT}"),
-                })
-            } else {
-                let mut ret = ffi::WasmEdge_ValueGenI32(0);
-                let result =
-                    ffi::WasmEdge_ExecutorInvoke(executor, handle, ptr::null(), 0, &mut ret, 1);
-                if ffi::WasmEdge_ResultOK(result) {
-                    Ok(ffi::WasmEdge_ValueGetI32(ret))
-                } else {
-                    Err(trap(HANDLE_EXPORT, result))
-                }
-            };
-            ffi::WasmEdge_ModuleInstanceDelete(instance);
-            outcome
+        };
+        Ok((runtime.store, runtime.executor, runtime.memory))
+    }
+}
+
+/// A module instance, deleted on drop.
+struct Instance(*mut ffi::WasmEdge_ModuleInstanceContext);
+
+impl Instance {
+    fn new(
+        executor: *mut ffi::WasmEdge_ExecutorContext,
+        store: *mut ffi::WasmEdge_StoreContext,
+        ast: *const ffi::WasmEdge_ASTModuleContext,
+    ) -> Result<Instance, InteractionError> {
+        let mut instance = ptr::null_mut();
+        // SAFETY: executor, store and AST belong to the calling module; the instance is owned by
+        // the returned value.
+        let result =
+            unsafe { ffi::WasmEdge_ExecutorInstantiate(executor, &mut instance, store, ast) };
+        let instance = Instance(instance);
+        if ok(result) {
+            Ok(instance)
+        } else {
+            Err(trap("instantiation", result))
         }
+    }
+
+    fn call_handle(
+        &self,
+        executor: *mut ffi::WasmEdge_ExecutorContext,
+    ) -> Result<i32, InteractionError> {
+        let [ret] = self.call(executor, HANDLE_EXPORT, &[])?;
+        // SAFETY: plain value accessor.
+        Ok(unsafe { ffi::WasmEdge_ValueGetI32(ret) })
+    }
+
+    /// Calls an export with i32 arguments and one result.
+    fn call(
+        &self,
+        executor: *mut ffi::WasmEdge_ExecutorContext,
+        export: &'static str,
+        args: &[i32],
+    ) -> Result<[ffi::WasmEdge_Value; 1], InteractionError> {
+        // SAFETY: the function belongs to this live instance; WasmEdge checks the argument and
+        // result counts against the function's type.
+        unsafe {
+            let func = ffi::WasmEdge_ModuleInstanceFindFunction(self.0, wasm_string(export));
+            if func.is_null() {
+                return Err(InteractionError::Trap {
+                    message: format!("the module exports no {export}"),
+                });
+            }
+            let params: Vec<_> = args.iter().map(|&a| ffi::WasmEdge_ValueGenI32(a)).collect();
+            let mut ret = [ffi::WasmEdge_ValueGenI32(0)];
+            let result = ffi::WasmEdge_ExecutorInvoke(
+                executor,
+                func,
+                params.as_ptr(),
+                params.len() as u32,
+                ret.as_mut_ptr(),
+                1,
+            );
+            if ok(result) {
+                Ok(ret)
+            } else {
+                Err(trap(export, result))
+            }
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: owned, deleted once.
+            unsafe { ffi::WasmEdge_ModuleInstanceDelete(self.0) }
+        }
+    }
+}
+
+fn ok(result: ffi::WasmEdge_Result) -> bool {
+    // SAFETY: plain value accessor.
+    unsafe { ffi::WasmEdge_ResultOK(result) }
+}
+
+fn trap(stage: &str, result: ffi::WasmEdge_Result) -> InteractionError {
+    InteractionError::Trap {
+        message: format!("{stage}: {}", result_message(result)),
+    }
+}
+
+/// See [`LoadedModule::warm_instance`].
+pub struct WarmInstance<'m> {
+    module: &'m mut LoadedModule,
+    instance: Instance,
+    executor: *mut ffi::WasmEdge_ExecutorContext,
+    memory: *mut ffi::WasmEdge_MemoryInstanceContext,
+}
+
+impl WarmInstance<'_> {
+    /// Runs an interaction on the kept instance (no reset of any kind).
+    pub fn run(&mut self, interaction: &Interaction) -> Result<Outcome, InteractionError> {
+        self.module.host.begin(interaction, self.memory);
+        let code = self.instance.call_handle(self.executor);
+        let outcome = self.module.host.finish();
+        settle(outcome, code)
+    }
+
+    /// Calls an export `(i32) -> f64`, e.g. a compute kernel (no host state is set up).
+    pub fn call_f64(&mut self, export: &'static str, arg: i32) -> Result<f64, InteractionError> {
+        let [ret] = self.instance.call(self.executor, export, &[arg])?;
+        // SAFETY: plain value accessor.
+        Ok(unsafe { ffi::WasmEdge_ValueGetF64(ret) })
+    }
+}
+
+/// Combines what the host functions recorded with how the handler returned.
+fn settle(
+    outcome: Result<Outcome, InteractionError>,
+    code: Result<i32, InteractionError>,
+) -> Result<Outcome, InteractionError> {
+    match (outcome, code) {
+        (Err(violation), _) => Err(violation),
+        (Ok(_), Err(trap)) => Err(trap),
+        (Ok(outcome), Ok(0)) => Ok(outcome),
+        (Ok(_), Ok(code)) => Err(InteractionError::Rejected { code }),
     }
 }
 
