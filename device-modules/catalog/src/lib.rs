@@ -1,0 +1,231 @@
+//! The device modules, for tests, benchmarks and simulators on the host.
+//!
+//! - [`handler_wasm`]: the four handler modules, built from their crates (`device-modules/<handler>`)
+//!   for `wasm32-unknown-unknown` on first use, once per process, by running cargo.
+//! - [`hostile_wasm`] and [`probe_wasm`]: hand-written modules in WebAssembly text
+//!   (`device-modules/hostile/*.wat`, `device-modules/probes/*.wat`, embedded in this crate), parsed on
+//!   use; [`HOSTILE`] and [`PROBES`] list them. The hostile modules each break one rule of guest ABI v1 or one class limit; the probes
+//!   observe what the agent gives an interaction (fresh memory and globals, state, the memory rewrite,
+//!   timing). Each file's header comment says what it does and what the agent should answer.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::{Arc, OnceLock};
+
+/// A device-class handler module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Handler {
+    Thermostat,
+    Meter,
+    Lock,
+    AirQuality,
+}
+
+impl Handler {
+    /// The handler's short name, as its directory under `device-modules/` is named.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Handler::Thermostat => "thermostat",
+            Handler::Meter => "meter",
+            Handler::Lock => "lock",
+            Handler::AirQuality => "air-quality",
+        }
+    }
+
+    /// All handlers.
+    pub const fn all() -> [Handler; 4] {
+        [
+            Handler::Thermostat,
+            Handler::Meter,
+            Handler::Lock,
+            Handler::AirQuality,
+        ]
+    }
+
+    /// The cargo package that builds the handler.
+    pub const fn package(self) -> &'static str {
+        match self {
+            Handler::Thermostat => "edgefleet-thermostat",
+            Handler::Meter => "edgefleet-meter",
+            Handler::Lock => "edgefleet-lock",
+            Handler::AirQuality => "edgefleet-air-quality",
+        }
+    }
+
+    fn artifact(self) -> &'static str {
+        match self {
+            Handler::Thermostat => "edgefleet_thermostat.wasm",
+            Handler::Meter => "edgefleet_meter.wasm",
+            Handler::Lock => "edgefleet_lock.wasm",
+            Handler::AirQuality => "edgefleet_air_quality.wasm",
+        }
+    }
+}
+
+/// Building the handler modules failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "the wasm32-unknown-unknown Rust target is not installed: run scripts/setup.sh\n{stderr}"
+    )]
+    MissingTarget { stderr: String },
+    #[error("could not run {cargo}: {source}")]
+    Spawn {
+        cargo: String,
+        #[source]
+        source: Arc<io::Error>,
+    },
+    #[error("cargo failed to build the handler modules ({status}):\n{stderr}")]
+    Cargo { status: ExitStatus, stderr: String },
+    #[error("could not read the built module {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
+}
+
+/// The bytes of `handler`'s module, as `cargo build --release --target wasm32-unknown-unknown` makes it
+/// with the workspace's `.cargo/config.toml` (imported memory, 16 KiB stack, one-page initial memory),
+/// minus DWARF.
+///
+/// The first call builds all four handlers in one cargo run; later calls in the process reuse that
+/// build (or its error) and only read the file. cargo is `$CARGO` (set by cargo for the tests and
+/// build scripts it runs), else `cargo` on the `PATH`. The build uses its own target directory,
+/// `<workspace>/target/device-modules`: a caller inside `cargo test` or `cargo bench` holds the lock of
+/// the workspace's target directory until it exits.
+pub fn handler_wasm(handler: Handler) -> Result<Vec<u8>, BuildError> {
+    static BUILT: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(build_handlers)
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let path = dir.join(handler.artifact());
+    std::fs::read(&path).map_err(|source| BuildError::Read {
+        path,
+        source: Arc::new(source),
+    })
+}
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the catalog crate lives in <workspace>/device-modules/catalog")
+}
+
+/// Runs cargo once for all handlers and returns the directory holding their modules.
+fn build_handlers() -> Result<PathBuf, BuildError> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = workspace_root().join("target").join("device-modules");
+    let mut command = Command::new(&cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
+        // The agent has no use for DWARF, which would be nearly all of a module's bytes.
+        .args(["--config", "profile.release.strip=\"debuginfo\""])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Either would replace the [target.wasm32-unknown-unknown] rustflags of .cargo/config.toml,
+        // which make the module import its memory.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    for handler in Handler::all() {
+        command.args(["-p", handler.package()]);
+    }
+    let output = command.output().map_err(|source| BuildError::Spawn {
+        cargo: cargo.to_string_lossy().into_owned(),
+        source: Arc::new(source),
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        return Err(build_failure(output.status, stderr));
+    }
+    Ok(target_dir.join("wasm32-unknown-unknown").join("release"))
+}
+
+/// Tells a missing `wasm32-unknown-unknown` target (rustc finds no `core` for it) from other failures.
+fn build_failure(status: ExitStatus, stderr: String) -> BuildError {
+    if stderr.contains("target may not be installed")
+        || stderr.contains("can't find crate for `core`")
+    {
+        BuildError::MissingTarget { stderr }
+    } else {
+        BuildError::Cargo { status, stderr }
+    }
+}
+
+/// Declares a set of WAT modules under `device-modules/<dir>/`: the public list of names and their
+/// sources, embedded at compile time.
+macro_rules! wat_set {
+    ($(#[$doc:meta])* $names:ident, $sources:ident, $dir:literal: [$($name:literal),+ $(,)?]) => {
+        $(#[$doc])*
+        pub const $names: &[&str] = &[$($name),+];
+        const $sources: &[&str] = &[$(
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../", $dir, "/", $name, ".wat"))
+        ),+];
+    };
+}
+
+wat_set!(
+    /// The hostile modules, by name (`device-modules/hostile/<name>.wat`).
+    HOSTILE, HOSTILE_SOURCES, "hostile": [
+        "infinite_loop",
+        "start_loop",
+        "memory_bomb",
+        "deep_recursion",
+        "trap",
+        "oversized_output",
+        "too_many_outputs",
+        "forbidden_topic",
+        "unknown_import",
+        "wrong_abi",
+        "no_abi_section",
+        "big_memory",
+        "huge_table",
+        "state_bomb",
+    ]
+);
+
+wat_set!(
+    /// The probe modules, by name (`device-modules/probes/<name>.wat`).
+    PROBES, PROBE_SOURCES, "probes": [
+        "leak_probe",
+        "state_counter",
+        "own_memory",
+        "echo",
+        "slow",
+        "publish_ok",
+        "crash_on_marker",
+    ]
+);
+
+/// The binary of the hostile module `name`.
+///
+/// # Panics
+///
+/// If `name` is not one of [`HOSTILE`]. (Every listed module parses: the crate's tests check it.)
+pub fn hostile_wasm(name: &str) -> Vec<u8> {
+    parse("hostile", HOSTILE, HOSTILE_SOURCES, name)
+}
+
+/// The binary of the probe module `name`.
+///
+/// # Panics
+///
+/// If `name` is not one of [`PROBES`]. (Every listed module parses: the crate's tests check it.)
+pub fn probe_wasm(name: &str) -> Vec<u8> {
+    parse("probes", PROBES, PROBE_SOURCES, name)
+}
+
+fn parse(set: &str, names: &[&str], sources: &[&str], name: &str) -> Vec<u8> {
+    let Some(index) = names.iter().position(|&known| known == name) else {
+        panic!("no module named {name:?} in device-modules/{set}, which has {names:?}");
+    };
+    wat::parse_str(sources[index])
+        .unwrap_or_else(|e| panic!("device-modules/{set}/{name}.wat does not parse: {e}"))
+}
+
+#[cfg(test)]
+mod tests;
