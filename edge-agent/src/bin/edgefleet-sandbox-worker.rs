@@ -26,6 +26,10 @@ enum Command {
         /// File descriptor of the progress slot shared with the supervisor.
         #[arg(long, default_value_t = 3)]
         progress_fd: i32,
+        /// Compiled fault-handler pin module: keeps WasmEdge's signal handlers installed so that
+        /// calls into AOT code make no syscalls.
+        #[arg(long)]
+        pin: Option<PathBuf>,
     },
     /// AOT-compile one (admitted) wasm module to a native shared object.
     Compile {
@@ -43,7 +47,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { progress_fd } => {
+        Command::Serve { progress_fd, pin } => {
+            if let Some(pin) = pin
+                && let Err(e) = engine::pin_fault_handlers(&pin)
+            {
+                eprintln!("edgefleet-sandbox-worker: running unpinned (slower): {e}");
+            }
             // SAFETY: the supervisor passes the progress slot's descriptor, open, at this number,
             // and nothing else in this process owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(progress_fd) };

@@ -15,6 +15,7 @@
 use std::ffi::{CStr, CString, c_void};
 use std::path::Path;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use edgefleet_protocol::ClassLimits;
 use thiserror::Error;
@@ -808,4 +809,128 @@ unsafe extern "C" fn host_now_ms(
             Ok(Some(ffi::WasmEdge_ValueGenI64(host.interaction().now_ms)))
         })
     }
+}
+
+/// The fault-handler pin module, as bytes:
+/// `(module (import "edgefleet_pin" "park" (func $park)) (func (export "pin") (call $park)))`.
+pub const PIN_MODULE: &[u8] = &[
+    0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 2, 22, 1, 13, 101, 100, 103, 101, 102, 108,
+    101, 101, 116, 95, 112, 105, 110, 4, 112, 97, 114, 107, 0, 0, 3, 2, 1, 0, 7, 7, 1, 3, 112, 105,
+    110, 0, 1, 10, 6, 1, 4, 0, 16, 0, 11,
+];
+
+/// Keeps WasmEdge's fault handlers installed for the life of the process.
+///
+/// WasmEdge 0.17.1 installs its SIGSEGV/SIGBUS/SIGFPE handlers when the first call into AOT code
+/// starts and restores the defaults when the last one ends (a process-wide count), which costs six
+/// `rt_sigaction` syscalls per call — about half of a warm call and a sixth of a fresh interaction
+/// here. A thread parked for good inside AOT code (the [`PIN_MODULE`] compiled to `artefact`, whose
+/// export calls a host function that never returns) keeps the count above zero. This relies on an
+/// implementation detail of WasmEdge 0.17.1; `tests/fault_handler_pin.rs` checks that it holds.
+pub fn pin_fault_handlers(artefact: &Path) -> Result<(), EngineError> {
+    struct Parked {
+        entered: AtomicBool,
+    }
+    unsafe extern "C" fn park(
+        data: *mut c_void,
+        _frame: *const ffi::WasmEdge_CallingFrameContext,
+        _params: *const ffi::WasmEdge_Value,
+        _returns: *mut ffi::WasmEdge_Value,
+    ) -> ffi::WasmEdge_Result {
+        // SAFETY: `data` is the leaked `Parked` below, alive for the life of the process.
+        let parked = unsafe { &*(data as *const Parked) };
+        parked.entered.store(true, Ordering::Release);
+        loop {
+            std::thread::park();
+        }
+    }
+    /// The contexts the pin thread runs with; never freed, like the thread itself.
+    struct Contexts {
+        executor: *mut ffi::WasmEdge_ExecutorContext,
+        func: *const ffi::WasmEdge_FunctionInstanceContext,
+    }
+    // SAFETY: the contexts are used by the pin thread only, after this function handed them over.
+    unsafe impl Send for Contexts {}
+
+    let parked: &'static Parked = Box::leak(Box::new(Parked {
+        entered: AtomicBool::new(false),
+    }));
+    let conf = Configure::new();
+    let path = c_path(artefact)?;
+    // SAFETY: contexts created here are intentionally never deleted: the pin thread uses them until
+    // the process exits.
+    let contexts = unsafe {
+        ffi::WasmEdge_ConfigureSetRunMode(conf.0, ffi::WasmEdge_RunMode_AOT);
+        let loader = ffi::WasmEdge_LoaderCreate(conf.0);
+        let mut ast = ptr::null_mut();
+        let result = ffi::WasmEdge_LoaderParseFromFile(loader, &mut ast, path.as_ptr());
+        ffi::WasmEdge_LoaderDelete(loader);
+        check("load the pin module", result)?;
+        let validator = ffi::WasmEdge_ValidatorCreate(conf.0);
+        let result = ffi::WasmEdge_ValidatorValidate(validator, ast);
+        ffi::WasmEdge_ValidatorDelete(validator);
+        check("validate the pin module", result)?;
+        let store = ffi::WasmEdge_StoreCreate();
+        let executor = ffi::WasmEdge_ExecutorCreate(conf.0, ptr::null_mut());
+        let imports = ffi::WasmEdge_ModuleInstanceCreate(wasm_string("edgefleet_pin"));
+        let ty = ffi::WasmEdge_FunctionTypeCreate(ptr::null(), 0, ptr::null(), 0);
+        let func = ffi::WasmEdge_FunctionInstanceCreate(
+            ty,
+            Some(park),
+            parked as *const Parked as *mut c_void,
+            0,
+        );
+        ffi::WasmEdge_FunctionTypeDelete(ty);
+        ffi::WasmEdge_ModuleInstanceAddFunction(imports, wasm_string("park"), func);
+        check(
+            "register the pin host module",
+            ffi::WasmEdge_ExecutorRegisterImport(executor, store, imports),
+        )?;
+        let mut instance = ptr::null_mut();
+        check(
+            "instantiate the pin module",
+            ffi::WasmEdge_ExecutorInstantiate(executor, &mut instance, store, ast),
+        )?;
+        let func = ffi::WasmEdge_ModuleInstanceFindFunction(instance, wasm_string("pin"));
+        if func.is_null() {
+            return Err(EngineError::WasmEdge {
+                action: "find the pin export",
+                message: "missing".into(),
+            });
+        }
+        Contexts { executor, func }
+    };
+    std::mem::forget(conf);
+    std::thread::Builder::new()
+        .name("fault-handler-pin".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let contexts = contexts;
+            // SAFETY: see `Contexts`; the call never returns.
+            unsafe {
+                ffi::WasmEdge_ExecutorInvoke(
+                    contexts.executor,
+                    contexts.func,
+                    ptr::null(),
+                    0,
+                    ptr::null_mut(),
+                    0,
+                );
+            }
+        })
+        .map_err(|e| EngineError::WasmEdge {
+            action: "start the pin thread",
+            message: e.to_string(),
+        })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !parked.entered.load(Ordering::Acquire) {
+        if std::time::Instant::now() > deadline {
+            return Err(EngineError::WasmEdge {
+                action: "pin the fault handlers",
+                message: "the pin thread did not enter AOT code".into(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    Ok(())
 }

@@ -206,6 +206,17 @@ impl Sandbox {
                     source,
                 }
             })?;
+        // Without the pin every call into AOT code costs six rt_sigaction syscalls; a worker runs
+        // unpinned (slower, not less safe) if it cannot be compiled.
+        let pin = cache
+            .ensure(
+                engine::PIN_MODULE,
+                &config.worker,
+                config.compile_timeout,
+                config.compile_memory_cap,
+            )
+            .inspect_err(|e| tracing::warn!("fault-handler pin unavailable: {e}"))
+            .ok();
         let metrics = Arc::new(SandboxMetrics::default());
         // A short queue: when every worker is busy, callers wait here (backpressure), they are not
         // queued without bound.
@@ -219,6 +230,7 @@ impl Sandbox {
                 config.worker_memory_cap,
                 metrics.clone(),
                 pid.clone(),
+                pin.clone(),
             )
             .map_err(|e| StartError::Worker {
                 program: config.worker.program.clone(),

@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -34,6 +34,8 @@ use super::wire::{self, MAX_FRAME, Request, Response};
 const LOAD_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the watchdog looks at the progress slot while nothing arrives.
 const WATCH_INTERVAL: Duration = Duration::from_millis(2);
+/// How long a worker whose pipe closed may take to exit before it is killed.
+const REAP_WAIT: Duration = Duration::from_millis(100);
 /// Consecutive worker deaths with no interaction finished before a batch is given up.
 const MAX_FRUITLESS_RESPAWNS: u32 = 3;
 
@@ -79,6 +81,14 @@ impl WorkerCommand {
         unsafe {
             command.pre_exec(move || {
                 set_parent_process_death_signal(Some(Signal::KILL))?;
+                // A crashing module must not make the kernel write a multi-GiB core file.
+                setrlimit(
+                    Resource::Core,
+                    Rlimit {
+                        current: Some(0),
+                        maximum: Some(0),
+                    },
+                )?;
                 if let Some((resource, bytes)) = cap {
                     let limit = Rlimit {
                         current: Some(bytes),
@@ -121,7 +131,11 @@ struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    fn spawn(command: &WorkerCommand, memory_cap: u64) -> io::Result<WorkerProcess> {
+    fn spawn(
+        command: &WorkerCommand,
+        memory_cap: u64,
+        pin: Option<&Path>,
+    ) -> io::Result<WorkerProcess> {
         let (progress, fd) = Progress::create()?;
         // The data limit caps heap and writable private mappings, but not WasmEdge's PROT_NONE
         // memory reservations, which an address-space limit would break.
@@ -135,10 +149,11 @@ impl WorkerProcess {
                 Ok(())
             });
         }
+        cmd.arg("serve").arg("--progress-fd").arg(raw.to_string());
+        if let Some(pin) = pin {
+            cmd.arg("--pin").arg(pin);
+        }
         let mut child = cmd
-            .arg("serve")
-            .arg("--progress-fd")
-            .arg(raw.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -267,18 +282,20 @@ impl WorkerProcess {
 
     /// Kills (if still alive) and reaps the worker, describing how it ended.
     fn died(&mut self, index: Option<u32>, context: String) -> Death {
-        let status = match self.child.try_wait() {
-            Ok(Some(status)) => Some(status),
-            _ => {
-                // Give a dying process a moment to be reaped with its real cause.
-                std::thread::sleep(Duration::from_millis(5));
-                self.child.try_wait().ok().flatten()
+        // Its pipe closed: it is exiting. Give it a moment to be reaped with its real cause.
+        let until = Instant::now() + REAP_WAIT;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_micros(100))
+                }
+                _ => {
+                    self.kill();
+                    break None;
+                }
             }
         };
-        let status = status.or_else(|| {
-            self.kill();
-            None
-        });
         let mut cause = status.map(describe_exit).unwrap_or_else(|| "killed".into());
         if !context.is_empty() {
             cause = format!("{cause}; {context}");
@@ -311,6 +328,8 @@ pub(crate) struct Driver {
     pub memory_cap: u64,
     pub metrics: Arc<SandboxMetrics>,
     pub pid: Arc<std::sync::atomic::AtomicU32>,
+    /// The compiled fault-handler pin module handed to each worker (see `engine::pin_fault_handlers`).
+    pub pin: Option<PathBuf>,
     worker: Option<WorkerProcess>,
 }
 
@@ -321,12 +340,14 @@ impl Driver {
         memory_cap: u64,
         metrics: Arc<SandboxMetrics>,
         pid: Arc<std::sync::atomic::AtomicU32>,
+        pin: Option<PathBuf>,
     ) -> io::Result<Driver> {
         let mut driver = Driver {
             command,
             memory_cap,
             metrics,
             pid,
+            pin,
             worker: None,
         };
         driver.worker()?;
@@ -338,12 +359,15 @@ impl Driver {
         for job in jobs {
             let results = self.run_job(&job.module, &job.items);
             let _ = job.reply.send(results);
+            // A worker that died is replaced after the answer went out, not before, and before the
+            // next job arrives.
+            let _ = self.worker();
         }
     }
 
     fn worker(&mut self) -> io::Result<&mut WorkerProcess> {
         if self.worker.is_none() {
-            let worker = WorkerProcess::spawn(&self.command, self.memory_cap)?;
+            let worker = WorkerProcess::spawn(&self.command, self.memory_cap, self.pin.as_deref())?;
             self.pid
                 .store(worker.pid(), std::sync::atomic::Ordering::Relaxed);
             self.worker = Some(worker);
@@ -353,11 +377,10 @@ impl Driver {
             .ok_or_else(|| io::Error::other("no sandbox worker"))
     }
 
+    /// Drops (kills and reaps) the current worker; the next use starts a replacement.
     fn replace_worker(&mut self) {
         self.worker = None;
         self.metrics.worker_restarts.inc();
-        // Start the replacement now rather than on the next job.
-        let _ = self.worker();
     }
 
     fn run_job(
