@@ -202,33 +202,47 @@ fn main() {
     });
     let native_median = m;
 
-    // (b) warm instance, (c1) fresh instance per interaction, both in this process
+    // (b) warm instance and (c) fresh instance per interaction, in this process: first as WasmEdge
+    // behaves out of the box, then with the fault-handler pin that every worker applies.
     let mut module = compile_in_process(&thermostat_wasm, dir.path(), "thermostat");
-    {
-        let mut warm = module.warm_instance().expect("instantiates");
-        let interaction = t.interaction();
-        t.check(&warm.run(&interaction));
+    let interaction = t.interaction();
+    let mut fresh_m = 0.0;
+    for pinned in [false, true] {
+        if pinned {
+            let pin = dir.path().join("pin.so");
+            engine::compile(engine::PIN_MODULE, &pin).expect("pin compiles");
+            engine::pin_fault_handlers(&pin).expect("pin holds");
+        }
+        let how = if pinned {
+            "pinned, as in a worker"
+        } else {
+            "unpinned"
+        };
+        {
+            let mut warm = module.warm_instance().expect("instantiates");
+            t.check(&warm.run(&interaction));
+            let (m, p) = per_call(time, || {
+                black_box(warm.run(black_box(&interaction))).ok();
+            });
+            rows.push(Row {
+                name: format!("(b) WasmEdge AOT, one warm instance reused, {how}"),
+                median_ns: m,
+                p99_ns: p,
+                note: "not isolated: the baseline".into(),
+            });
+        }
+        t.check(&module.run(&interaction));
         let (m, p) = per_call(time, || {
-            black_box(warm.run(black_box(&interaction))).ok();
+            black_box(module.run(black_box(&interaction))).ok();
         });
         rows.push(Row {
-            name: "(b) thermostat, WasmEdge AOT, one warm instance reused".into(),
+            name: format!("(c) fresh instance per interaction, {how}"),
             median_ns: m,
             p99_ns: p,
-            note: "not isolated: the baseline".into(),
+            note: "zero memory + instantiate + call + delete".into(),
         });
+        fresh_m = m;
     }
-    let interaction = t.interaction();
-    t.check(&module.run(&interaction));
-    let (fresh_m, fresh_p) = per_call(time, || {
-        black_box(module.run(black_box(&interaction))).ok();
-    });
-    rows.push(Row {
-        name: "(c) fresh instance per interaction, as in a worker".into(),
-        median_ns: fresh_m,
-        p99_ns: fresh_p,
-        note: "zero memory + instantiate + call + delete".into(),
-    });
     drop(module);
 
     // (c) through the sandbox API

@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use edge_agent::sandbox::{
-    Interaction, InteractionError, LoadError, ModuleHandle, ModuleSpec, Sandbox, SandboxConfig,
-    WorkerCommand,
+    CompileError, Interaction, InteractionError, LoadError, ModuleHandle, ModuleSpec, Sandbox,
+    SandboxConfig, WorkerCommand,
 };
 use edgefleet_device_modules::{hostile_wasm, probe_wasm};
 use edgefleet_protocol::ClassLimits;
@@ -392,4 +392,69 @@ fn a_crash_in_the_middle_of_a_batch_costs_only_that_interaction() {
             assert_eq!(outcome.commands[0].as_slice(), &[*payload]);
         }
     }
+}
+
+#[test]
+fn a_module_that_cannot_be_compiled_in_time_is_refused() {
+    let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_edgefleet-sandbox-worker"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SandboxConfig::new(worker, dir.path());
+    config.workers = 1;
+    config.compile_timeout = Duration::from_micros(1);
+    let sandbox = Sandbox::start(config).expect("sandbox starts");
+    let wasm = probe_wasm("echo");
+    let error = sandbox
+        .load(ModuleSpec {
+            label: "echo".into(),
+            wasm: &wasm,
+            expected_sha256: None,
+            limits: ClassLimits::default(),
+            config: Vec::new(),
+        })
+        .expect_err("compilation cannot finish in 1 µs");
+    assert!(
+        matches!(
+            error,
+            LoadError::Compile {
+                source: CompileError::Timeout(_),
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(sandbox.metrics().interactions_of("echo", "ok"), 0);
+}
+
+#[test]
+fn the_worker_memory_cap_holds_when_a_class_allows_more() {
+    // A class that allows 4000 pages (250 MiB) on workers capped at 64 MiB of data: the bomb gets
+    // less than it asked for (or its worker dies); either way the caller and other modules go on.
+    let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_edgefleet-sandbox-worker"));
+    let mut config = SandboxConfig::new(worker, artefact_dir());
+    config.workers = 1;
+    config.worker_memory_cap = 64 << 20;
+    let sandbox = Sandbox::start(config).expect("sandbox starts");
+    let echo = echo(&sandbox);
+    let limits = ClassLimits {
+        max_memory_pages: 4000,
+        ..ClassLimits::default()
+    };
+    let bomb = load(
+        &sandbox,
+        "memory_bomb",
+        &hostile_wasm("memory_bomb"),
+        limits,
+    );
+    match sandbox.run(&bomb, message("d1", b"", None)) {
+        Ok(outcome) => {
+            let pages = u32::from_le_bytes(outcome.commands[0].as_slice().try_into().unwrap());
+            assert!(
+                pages < 1024,
+                "the worker's cap stopped growth at {pages} pages"
+            );
+        }
+        Err(InteractionError::WorkerCrashed { .. } | InteractionError::Trap { .. }) => {}
+        Err(other) => panic!("unexpected {other:?}"),
+    }
+    assert_echo_answers(&sandbox, &echo);
 }

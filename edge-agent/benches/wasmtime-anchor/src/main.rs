@@ -165,37 +165,30 @@ fn main() -> Result<()> {
     check(&first, &expected)?;
 
     let variants = [
-        (
-            "fresh: pooling + keep_resident",
-            measure(runs, &expected, || keep_resident.interact(inputs))?,
-        ),
-        (
-            "fresh: pooling defaults",
-            measure(runs, &expected, || defaults.interact(inputs))?,
-        ),
-        (
+        measure("fresh: pooling + keep_resident", runs, &expected, || {
+            keep_resident.interact(inputs)
+        })?,
+        measure("fresh: pooling defaults", runs, &expected, || {
+            defaults.interact(inputs)
+        })?,
+        measure(
             "warm instance reused",
-            measure(runs, &expected, keep_resident.warm(inputs)?)?,
-        ),
+            runs,
+            &expected,
+            keep_resident.warm(inputs)?,
+        )?,
     ];
-
-    let mut json = Vec::new();
-    for (name, times) in variants {
-        let s = Summary::of(times);
-        eprintln!(
-            "{name}: median {} ns, p99 {} ns, mean {} ns",
-            s.median_ns, s.p99_ns, s.mean_ns
-        );
-        // The names are fixed ASCII without quotes or backslashes: no escaping needed.
-        json.push(format!(
-            r#"{{"name":"{name}","median_ns":{},"p99_ns":{},"mean_ns":{}}}"#,
-            s.median_ns, s.p99_ns, s.mean_ns
-        ));
-    }
-    println!(
-        r#"{{"engine":"{ENGINE}","variants":[{}]}}"#,
-        json.join(",")
-    );
+    // The names are fixed ASCII without quotes or backslashes: no escaping needed.
+    let json: Vec<String> = variants
+        .iter()
+        .map(|v| {
+            format!(
+                r#"{{"name":"{}","median_ns":{},"p99_ns":{},"mean_ns":{}}}"#,
+                v.name, v.median_ns, v.p99_ns, v.mean_ns
+            )
+        })
+        .collect();
+    println!(r#"{{"engine":"{ENGINE}","variants":[{}]}}"#, json.join(","));
     Ok(())
 }
 
@@ -237,12 +230,13 @@ struct Runs {
 
 /// Runs `interaction` `warmup` times, then `iterations` times timing each, checking every result.
 fn measure(
+    name: &'static str,
     runs: Runs,
     expected: &[u8],
     mut interaction: impl FnMut() -> Result<Outcome>,
-) -> Result<Vec<u64>> {
+) -> Result<Variant> {
     eprintln!(
-        "{} warmup + {} timed interactions",
+        "{name}: {} warmup + {} timed interactions",
         runs.warmup, runs.iterations
     );
     for _ in 0..runs.warmup {
@@ -255,26 +249,28 @@ fn measure(
         times.push(start.elapsed().as_nanos() as u64);
         check(&outcome, expected)?;
     }
-    Ok(times)
+    times.sort_unstable();
+    let n = times.len();
+    let variant = Variant {
+        name,
+        median_ns: times[n / 2],
+        // Nearest rank: the smallest time at or above 99 % of the samples.
+        p99_ns: times[(n * 99).div_ceil(100) - 1],
+        mean_ns: times.iter().sum::<u64>() / n as u64,
+    };
+    eprintln!(
+        "{name}: median {} ns, p99 {} ns, mean {} ns",
+        variant.median_ns, variant.p99_ns, variant.mean_ns
+    );
+    Ok(variant)
 }
 
-struct Summary {
+/// One variant's timings of an interaction.
+struct Variant {
+    name: &'static str,
     median_ns: u64,
     p99_ns: u64,
     mean_ns: u64,
-}
-
-impl Summary {
-    fn of(mut times: Vec<u64>) -> Summary {
-        times.sort_unstable();
-        let n = times.len();
-        Summary {
-            median_ns: times[n / 2],
-            // Nearest rank: the smallest time at or above 99 % of the samples.
-            p99_ns: times[(n * 99).div_ceil(100) - 1],
-            mean_ns: times.iter().sum::<u64>() / n as u64,
-        }
-    }
 }
 
 /// Cranelift at its default opt level (speed) and the pooling allocator, with or without keeping
@@ -318,7 +314,8 @@ impl Handler {
     fn interact(&self, inputs: &'static Inputs) -> Result<Outcome> {
         let mut store = Store::new(self.pre.module().engine(), Interaction::new(inputs));
         let instance = self.pre.instantiate(&mut store)?;
-        let Some(Extern::Func(handle)) = instance.get_module_export(&mut store, &self.handle) else {
+        let Some(Extern::Func(handle)) = instance.get_module_export(&mut store, &self.handle)
+        else {
             bail!("{HANDLE} is not a function");
         };
         let status = handle.typed::<(), i32>(&store)?.call(&mut store, ())?;
@@ -409,7 +406,8 @@ fn copy_out(
 
 /// A copy of guest memory `[ptr, ptr + len)`.
 fn guest_bytes(caller: &mut Caller<'_, Interaction>, ptr: i32, len: i32) -> Result<Vec<u8>> {
-    let len = usize::try_from(len).map_err(|_| format_err!("host call with negative length {len}"))?;
+    let len =
+        usize::try_from(len).map_err(|_| format_err!("host call with negative length {len}"))?;
     let memory = memory(caller)?;
     let data = memory.data(&*caller);
     Ok(data[guest_range(data.len(), ptr, len)?].to_vec())
@@ -453,7 +451,8 @@ fn define_memory(wasm: &[u8]) -> Result<Vec<u8>> {
             continue; // the header, the end, and code entries (the code section is copied whole)
         };
         if !defined && ordered_after_memory(id) {
-            let ty = imported.ok_or_else(|| format_err!("the module does not import env.memory"))?;
+            let ty =
+                imported.ok_or_else(|| format_err!("the module does not import env.memory"))?;
             out.section(MemorySection::new().memory(ty));
             defined = true;
         }
@@ -535,7 +534,10 @@ fn exports_with_memory(reader: ExportSectionReader<'_>) -> Result<ExportSection>
             ExternalKind::FuncExact => bail!("export {} has kind FuncExact", export.name),
         };
         if export.name == MEMORY {
-            ensure!(kind == ExportKind::Memory, "export {MEMORY} is not a memory");
+            ensure!(
+                kind == ExportKind::Memory,
+                "export {MEMORY} is not a memory"
+            );
             has_memory = true;
         }
         exports.export(export.name, kind, export.index);
