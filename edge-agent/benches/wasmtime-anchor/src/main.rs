@@ -81,7 +81,7 @@ struct Args {
 struct Bytes(Vec<u8>);
 
 fn parse_hex(text: &str) -> Result<Bytes, String> {
-    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("expected an even number of hex digits".into());
     }
     (0..text.len())
@@ -376,8 +376,9 @@ fn linker(engine: &Engine) -> Result<Linker<Interaction>> {
             },
         )?
         .func_wrap(ABI, "log", |mut c: C, _level: i32, ptr: i32, len: i32| {
-            // The line must be in memory; its text is not kept (nothing here reads it).
-            guest_bytes(&mut c, ptr, len.clamp(0, MAX_LOG_LINE_BYTES)).map(drop)
+            // The line must lie in memory; its text is not kept (nothing here reads it).
+            let size = memory(&mut c)?.data_size(&c);
+            guest_range(size, ptr, len.clamp(0, MAX_LOG_LINE_BYTES) as usize).map(drop)
         })?
         .func_wrap(ABI, "now_ms", |c: C| c.data().now_ms)?;
     Ok(linker)
