@@ -3,4 +3,5 @@
 //! Today this crate holds the [`sandbox`]: fresh WasmEdge instances per device interaction, run in
 //! supervised worker processes. The MQTT links, the durable store and the outbox come next.
 
+pub mod config;
 pub mod sandbox;

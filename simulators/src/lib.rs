@@ -1,2 +1,15 @@
-//! Device simulators: not built yet. They will play thousands of MQTT devices of the device-module
-//! classes for tests, demos and benchmarks (see the open issues).
+//! Test and simulation harness for edgefleet.
+//!
+//! Today: [`pki`], a certificate authority made at test time (broker and client certificates, PEM
+//! files, rustls client configurations), and [`broker`], a real mosquitto per test on a free
+//! loopback port, plain or with mutual TLS, that can be stopped and started again with its
+//! persistent sessions. Tests of the agent, the controller and the simulators use them.
+//!
+//! Next (see the open issues): simulated MQTT devices of the device-module classes, thousands at a
+//! time, for tests, demos and benchmarks.
+
+pub mod broker;
+pub mod pki;
+
+pub use broker::{Broker, BrokerError, BrokerOptions};
+pub use pki::{Authority, Identity, PkiError, TlsFiles};
