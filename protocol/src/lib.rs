@@ -99,6 +99,7 @@ pub mod limits;
 pub mod manifest;
 pub mod signing;
 pub mod status;
+pub mod tls;
 pub mod topic;
 pub mod upstream;
 pub mod wire;

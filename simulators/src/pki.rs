@@ -17,14 +17,11 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why a certificate, a PEM file or a TLS configuration could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -47,34 +44,12 @@ pub enum PkiError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A PEM text held no usable certificate or key.
-    #[error("bad PEM for {what}: {reason} (expected output of this module or `openssl`)")]
-    Pem {
-        /// Which input: `"CA certificate"`, `"client certificate"`, `"client key"`.
-        what: &'static str,
-        /// What was wrong.
-        reason: String,
-    },
-    /// rustls refused the certificates or key.
-    #[error("rustls refused the {what}: {source}")]
-    Rustls {
-        /// Which input was refused.
-        what: &'static str,
-        /// rustls' reason.
-        source: rustls::Error,
-    },
+    /// The TLS configuration could not be built from the PEMs.
+    #[error(transparent)]
+    Tls(#[from] edgefleet_protocol::tls::TlsError),
 }
 
-/// Installs ring as the process-wide default rustls crypto provider, if no provider is installed
-/// yet. Idempotent and cheap; call it before building any rustls configuration with
-/// `ClientConfig::builder()`.
-///
-/// Why this is needed: rumqttc and rustls are built without their default backend (aws-lc-rs), so
-/// rustls has no provider until a process installs one, and `ClientConfig::builder()` panics.
-pub fn install_crypto_provider() {
-    // Err means another provider (or this one, from another thread) is already installed: fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use edgefleet_protocol::tls::install_crypto_provider;
 
 /// A certificate authority made at test time.
 ///
@@ -242,11 +217,12 @@ impl TlsFiles {
     /// A rustls client configuration from these files: trusts only `ca_file`, authenticates with
     /// `cert_file` and `key_file`.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, PkiError> {
-        client_config_from_pem(
+        edgefleet_protocol::tls::client_config_from_pem(
             &read_file(&self.ca_file)?,
             &read_file(&self.cert_file)?,
             &read_file(&self.key_file)?,
         )
+        .map_err(PkiError::from)
     }
 }
 
@@ -256,54 +232,12 @@ pub fn client_config(
     trust: &Authority,
     identity: &Identity,
 ) -> Result<rustls::ClientConfig, PkiError> {
-    client_config_from_pem(
+    edgefleet_protocol::tls::client_config_from_pem(
         trust.ca_pem().as_bytes(),
         identity.cert_pem().as_bytes(),
         identity.key_pem().as_bytes(),
     )
-}
-
-fn client_config_from_pem(
-    ca_pem: &[u8],
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<rustls::ClientConfig, PkiError> {
-    install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in certificates(ca_pem, "CA certificate")? {
-        roots.add(ca).map_err(|source| PkiError::Rustls {
-            what: "CA certificate",
-            source,
-        })?;
-    }
-    let chain = certificates(cert_pem, "client certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| PkiError::Pem {
-        what: "client key",
-        reason: e.to_string(),
-    })?;
-    rustls::ClientConfig::builder()
-        .with_root_certificates(Arc::new(roots))
-        .with_client_auth_cert(chain, key)
-        .map_err(|source| PkiError::Rustls {
-            what: "client certificate or key",
-            source,
-        })
-}
-
-fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PkiError::Pem {
-            what,
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(PkiError::Pem {
-            what,
-            reason: "no CERTIFICATE block".to_owned(),
-        });
-    }
-    Ok(certs)
+    .map_err(PkiError::from)
 }
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
@@ -382,9 +316,12 @@ mod tests {
             Err(PkiError::Generate { .. })
         ));
         let node = ca.client_cert("node-1").unwrap();
-        let err =
-            client_config_from_pem(b"", node.cert_pem().as_bytes(), node.key_pem().as_bytes())
-                .unwrap_err();
+        let err = edgefleet_protocol::tls::client_config_from_pem(
+            b"",
+            node.cert_pem().as_bytes(),
+            node.key_pem().as_bytes(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("CA certificate"), "{err}");
         let err = TlsFiles {
             ca_file: "/nonexistent/ca.crt".into(),
