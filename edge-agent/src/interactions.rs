@@ -1,0 +1,411 @@
+//! From device message to committed effects: the interaction pipeline.
+//!
+//! ```text
+//! device link ─► accept (topic, size, class checks) ─► lane (hash of class+device) ─► rounds
+//!    round: ≤ 1 message per device, grouped by class ─► Sandbox::run_batch (fresh instance each)
+//!           ─► commit state + outbox entries (one sled transaction per interaction) ─► flush
+//!           ─► commands to the devices ─► ack the device messages
+//! ```
+//!
+//! * **Per-device order**: a device always maps to the same lane, a lane handles its queue in
+//!   arrival order, and a round takes at most one message per device, so a device's next message
+//!   always sees the state its previous one committed.
+//! * **Parallelism and backpressure**: lanes run concurrently (classes and devices in parallel on the
+//!   sandbox's workers); each lane's queue is bounded, and when it is full `accept` waits, the link
+//!   task stops reading, and the broker holds the messages.
+//! * **Nothing lost**: a device message is acked only after its effects are flushed to disk; a crash
+//!   before that makes the broker deliver it again (at least once).
+//! * **Bad input** (foreign topic, unknown class, oversized payload) is counted, reported as an event,
+//!   and acked so it does not come back; a payload the handler cannot parse is its `Rejected` answer.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use edgefleet_protocol::event::{AgentEvent, EventKind};
+use edgefleet_protocol::id::{ClassId, DeviceId, NodeId};
+use edgefleet_protocol::topic::{ClassTopic, Topic};
+use edgefleet_protocol::upstream::UpstreamMessage;
+use rumqttc::{Publish, QoS};
+use tokio::sync::{Notify, mpsc};
+
+use crate::classes::{ActiveClass, ClassTable};
+use crate::link::LinkHandle;
+use crate::metrics::{AgentMetrics, InteractionLabels};
+use crate::sandbox::{Interaction, InteractionError, Outcome, Sandbox};
+use crate::store::{OutboxEntry, Store};
+
+/// Messages a lane takes into one round at most.
+const MAX_ROUND: usize = 64;
+/// Messages waiting per lane before `accept` waits (backpressure).
+const LANE_CAPACITY: usize = 1024;
+
+/// What the pipeline shares.
+pub struct Pipeline {
+    pub node: NodeId,
+    pub sandbox: Arc<Sandbox>,
+    pub store: Store,
+    pub classes: ClassTable,
+    pub device_link: LinkHandle,
+    pub metrics: Arc<AgentMetrics>,
+    /// Woken whenever something was appended to the outbox.
+    pub outbox_ready: Arc<Notify>,
+    pub max_payload_bytes: usize,
+}
+
+/// A device message routed to a lane.
+struct Routed {
+    class: ClassId,
+    device: DeviceId,
+    channel: ClassTopic,
+    publish: Publish,
+    arrived: Instant,
+}
+
+/// The entry point of device messages.
+pub struct Interactions {
+    pipeline: Arc<Pipeline>,
+    lanes: Vec<mpsc::Sender<Routed>>,
+}
+
+impl Interactions {
+    /// Starts `lanes` lanes.
+    pub fn start(pipeline: Arc<Pipeline>, lanes: usize) -> Interactions {
+        let lanes = (0..lanes.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(LANE_CAPACITY);
+                tokio::spawn(run_lane(pipeline.clone(), rx));
+                tx
+            })
+            .collect();
+        Interactions { pipeline, lanes }
+    }
+
+    /// Takes one message from the device link; waits while its lane is full.
+    pub async fn accept(&self, publish: Publish) {
+        let p = &self.pipeline;
+        let (class, device, channel) = match Topic::parse(&publish.topic) {
+            Ok(Topic::DeviceUp {
+                class,
+                device,
+                channel,
+            }) => (class, device, channel),
+            Ok(_) | Err(_) => {
+                let detail = format!("message on {:?} is not a device topic", publish.topic);
+                return self
+                    .refuse(publish, "bad_topic", EventKind::BadTopic, detail, None)
+                    .await;
+            }
+        };
+        if publish.payload.len() > p.max_payload_bytes {
+            let detail = format!(
+                "{}-byte payload exceeds the {}-byte limit",
+                publish.payload.len(),
+                p.max_payload_bytes
+            );
+            let ids = Some((class, device));
+            return self
+                .refuse(
+                    publish,
+                    "oversized",
+                    EventKind::OversizedPayload,
+                    detail,
+                    ids,
+                )
+                .await;
+        }
+        if p.classes.get(&class).is_none() {
+            let detail = format!("class {class} is not assigned to this node");
+            let ids = Some((class, device));
+            return self
+                .refuse(
+                    publish,
+                    "unknown_class",
+                    EventKind::UnknownClass,
+                    detail,
+                    ids,
+                )
+                .await;
+        }
+        let lane = lane_of(&class, &device, self.lanes.len());
+        p.metrics.queue_depth.inc();
+        let routed = Routed {
+            class,
+            device,
+            channel,
+            publish,
+            arrived: Instant::now(),
+        };
+        if self.lanes[lane].send(routed).await.is_err() {
+            p.metrics.queue_depth.dec();
+        }
+    }
+
+    async fn refuse(
+        &self,
+        publish: Publish,
+        reason: &str,
+        kind: EventKind,
+        detail: String,
+        ids: Option<(ClassId, DeviceId)>,
+    ) {
+        let p = &self.pipeline;
+        tracing::warn!(topic = %publish.topic, "refused device message: {detail}");
+        p.metrics.refuse_message(reason);
+        let mut event = AgentEvent::new(now_ms(), p.node.clone(), kind, detail);
+        if let Some((class, device)) = ids {
+            event = event.with_class(class).with_device(device);
+        }
+        report(p, event);
+        // Acked: refusing it again on every redelivery would only repeat the event.
+        if let Err(e) = p.device_link.ack(&publish).await {
+            tracing::debug!("cannot ack a refused message: {e}");
+        }
+    }
+}
+
+/// Appends an agent event to the outbox.
+pub fn report(p: &Pipeline, event: AgentEvent) {
+    match p.store.outbox_append(&[OutboxEntry::Event(event)]) {
+        Ok(appended) => {
+            p.metrics.outbox_dropped.inc_by(appended.dropped);
+            p.outbox_ready.notify_one();
+        }
+        Err(e) => tracing::error!("cannot store an agent event: {e}"),
+    }
+}
+
+fn lane_of(class: &ClassId, device: &DeviceId, lanes: usize) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (class, device).hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn run_lane(p: Arc<Pipeline>, mut rx: mpsc::Receiver<Routed>) {
+    let mut queue: VecDeque<Routed> = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(message) => queue.push_back(message),
+                None => return,
+            }
+        }
+        while queue.len() < MAX_ROUND * 4 {
+            match rx.try_recv() {
+                Ok(message) => queue.push_back(message),
+                Err(_) => break,
+            }
+        }
+        let round = take_round(&mut queue);
+        p.metrics.queue_depth.dec_by(round.len() as i64);
+        run_round(&p, round).await;
+    }
+}
+
+/// The earliest message of each device, in arrival order, up to [`MAX_ROUND`]; the rest stay queued
+/// in their order.
+fn take_round(queue: &mut VecDeque<Routed>) -> Vec<Routed> {
+    let mut seen = HashSet::new();
+    let mut round = Vec::new();
+    let mut rest = VecDeque::with_capacity(queue.len());
+    while let Some(message) = queue.pop_front() {
+        if round.len() < MAX_ROUND && seen.insert((message.class.clone(), message.device.clone())) {
+            round.push(message);
+        } else {
+            rest.push_back(message);
+        }
+    }
+    *queue = rest;
+    round
+}
+
+async fn run_round(p: &Arc<Pipeline>, round: Vec<Routed>) {
+    let mut by_class: HashMap<ClassId, Vec<Routed>> = HashMap::new();
+    for message in round {
+        by_class
+            .entry(message.class.clone())
+            .or_default()
+            .push(message);
+    }
+    let mut done = Vec::new();
+    for (class, messages) in by_class {
+        // Taken once per batch: a swap during the batch applies to the next one.
+        let Some(active) = p.classes.get(&class) else {
+            for message in messages {
+                let detail = format!("class {class} was withdrawn while the message waited");
+                p.metrics.refuse_message("unknown_class");
+                report(
+                    p,
+                    AgentEvent::new(now_ms(), p.node.clone(), EventKind::UnknownClass, detail)
+                        .with_class(class.clone())
+                        .with_device(message.device.clone()),
+                );
+                done.push((message, None));
+            }
+            continue;
+        };
+        let results = run_batch(p, &active, &messages).await;
+        for (message, result) in messages.into_iter().zip(results) {
+            let commands = commit(p, &active, &message, result);
+            done.push((message, commands));
+        }
+    }
+    // State and outbox on disk first, then commands, then acks: a crash before the flush makes the
+    // broker deliver the messages again (at least once), and no command ever announces a state that
+    // could still be lost.
+    if let Err(e) = p.store.flush_async().await {
+        tracing::error!("cannot flush the store; messages stay unacked and will come again: {e}");
+        return;
+    }
+    p.outbox_ready.notify_one();
+    for (message, commands) in done {
+        if let Some((topic, commands)) = commands {
+            for command in commands {
+                if let Err(e) = p
+                    .device_link
+                    .client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, command)
+                    .await
+                {
+                    tracing::warn!(device = %message.device, "cannot queue a command: {e}");
+                }
+            }
+            p.metrics
+                .latency
+                .observe(message.arrived.elapsed().as_secs_f64());
+        }
+        if let Err(e) = p.device_link.ack(&message.publish).await {
+            tracing::debug!("cannot ack: {e}");
+        }
+    }
+}
+
+/// A device's command topic and the command payloads to send on it.
+type Commands = Option<(String, Vec<Vec<u8>>)>;
+
+async fn run_batch(
+    p: &Arc<Pipeline>,
+    active: &Arc<ActiveClass>,
+    messages: &[Routed],
+) -> Vec<Result<Outcome, InteractionError>> {
+    let mut items = Vec::with_capacity(messages.len());
+    for message in messages {
+        let state = match p.store.device_state(&message.class, &message.device) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(device = %message.device, "cannot read device state: {e}");
+                None
+            }
+        };
+        items.push(Interaction {
+            device: message.device.as_str().to_string(),
+            channel: message.channel.as_str().to_string(),
+            payload: message.publish.payload.to_vec(),
+            state: state.map(Into::into),
+            now_ms: now_ms() as i64,
+        });
+    }
+    let sandbox = p.sandbox.clone();
+    let module = active.module.clone();
+    let len = items.len();
+    match tokio::task::spawn_blocking(move || sandbox.run_batch(&module, items)).await {
+        Ok(results) => results,
+        Err(e) => (0..len)
+            .map(|_| {
+                Err(InteractionError::Unavailable {
+                    detail: format!("sandbox call failed: {e}"),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Counts the interaction and commits its effects; returns the commands to send after the flush.
+fn commit(
+    p: &Arc<Pipeline>,
+    active: &ActiveClass,
+    message: &Routed,
+    result: Result<Outcome, InteractionError>,
+) -> Commands {
+    let outcome_label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    p.metrics
+        .interactions
+        .get_or_create(&InteractionLabels {
+            class: active.class.as_str().to_string(),
+            version: active.version.clone(),
+            outcome: outcome_label.to_string(),
+        })
+        .inc();
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let kind = match error {
+                InteractionError::Rejected { .. } => EventKind::MalformedPayload,
+                InteractionError::Quarantined { .. } => EventKind::ModuleQuarantined,
+                _ => EventKind::InteractionFailed,
+            };
+            report(
+                p,
+                AgentEvent::new(now_ms(), p.node.clone(), kind, error.to_string())
+                    .with_class(active.class.clone())
+                    .with_device(message.device.clone())
+                    .with_module(active.sha256),
+            );
+            return None;
+        }
+    };
+    for line in &outcome.logs {
+        tracing::info!(class = %active.class, device = %message.device, level = ?line.level, "handler: {}", line.text);
+    }
+    let mut entries = Vec::with_capacity(outcome.upstream.len());
+    for upstream in &outcome.upstream {
+        // The sandbox only lets allowed, well-formed class topics through.
+        let Ok(topic) = ClassTopic::new(upstream.topic.clone()) else {
+            continue;
+        };
+        entries.push(OutboxEntry::Upstream(UpstreamMessage {
+            node: p.node.clone(),
+            class: active.class.clone(),
+            device: message.device.clone(),
+            topic,
+            module: active.sha256,
+            payload: upstream.payload.clone(),
+            at_ms: now_ms(),
+            epoch: 0,
+            seq: 0,
+        }));
+    }
+    let new_state = outcome.new_state.as_deref().map(|s| s.as_slice());
+    match p
+        .store
+        .commit_interaction(&active.class, &message.device, new_state, &entries)
+    {
+        Ok(appended) => {
+            p.metrics.outbox_dropped.inc_by(appended.dropped);
+        }
+        Err(e) => {
+            tracing::error!(device = %message.device, "cannot commit the interaction: {e}");
+            return None;
+        }
+    }
+    let topic = Topic::DeviceCommand {
+        class: active.class.clone(),
+        device: message.device.clone(),
+    }
+    .to_string();
+    Some((
+        topic,
+        outcome.commands.into_iter().map(|c| c.into_vec()).collect(),
+    ))
+}
