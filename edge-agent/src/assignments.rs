@@ -318,9 +318,11 @@ impl Assignments {
             class: assignment.class.clone(),
             version: version.clone(),
             sha256: sha,
+            reference: handler.module.reference(),
             generation: assignment.generation,
             limits: handler.limits.clone(),
             module,
+            counters: Default::default(),
         });
         self.pipeline.metrics.swaps.inc();
         let filter = topic::device_up_filter(&assignment.class);

@@ -6,11 +6,13 @@
 //! neither drop nor repeat a message.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use edgefleet_protocol::ClassLimits;
 use edgefleet_protocol::digest::Sha256Digest;
 use edgefleet_protocol::id::ClassId;
+use edgefleet_protocol::manifest::ModuleRef;
 
 use crate::sandbox::ModuleHandle;
 
@@ -21,16 +23,50 @@ pub struct ActiveClass {
     /// `name@version` of the module, as in the signed manifest.
     pub version: String,
     pub sha256: Sha256Digest,
+    /// Name, version and digest, as the status reports them.
+    pub reference: ModuleRef,
     /// The assignment generation this version came with.
     pub generation: u64,
     pub limits: ClassLimits,
     pub module: ModuleHandle,
+    /// What this version did, for the node status.
+    pub counters: ModuleCounters,
 }
 
-/// The table of active classes, shared by the interaction lanes and the assignment handler.
+/// Interactions of one module version, by outcome.
+#[derive(Debug, Default)]
+pub struct ModuleCounters {
+    pub interactions: AtomicU64,
+    pub errors: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub rejections: AtomicU64,
+}
+
+impl ModuleCounters {
+    /// Counts one interaction with its outcome (`ok` or an `InteractionError::kind`).
+    pub fn count(&self, outcome: &str) {
+        self.interactions.fetch_add(1, Ordering::Relaxed);
+        let specific = match outcome {
+            "ok" => return,
+            "trap" | "worker_crashed" => Some(&self.traps),
+            "timeout" => Some(&self.timeouts),
+            "rejected" => Some(&self.rejections),
+            _ => None,
+        };
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = specific {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The table of active classes (and the version each replaced, for the status), shared by the
+/// interaction lanes, the assignment handler and the status reporter.
 #[derive(Debug, Clone, Default)]
 pub struct ClassTable {
     inner: Arc<RwLock<HashMap<ClassId, Arc<ActiveClass>>>>,
+    previous: Arc<RwLock<HashMap<ClassId, Arc<ActiveClass>>>>,
 }
 
 impl ClassTable {
@@ -41,8 +77,20 @@ impl ClassTable {
 
     /// Makes `active` the class's version; returns the one it replaces.
     pub fn swap(&self, active: ActiveClass) -> Option<Arc<ActiveClass>> {
+        let class = active.class.clone();
         let mut table = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        table.insert(active.class.clone(), Arc::new(active))
+        let replaced = table.insert(class.clone(), Arc::new(active));
+        if let Some(old) = &replaced {
+            let mut previous = self.previous.write().unwrap_or_else(|p| p.into_inner());
+            previous.insert(class, old.clone());
+        }
+        replaced
+    }
+
+    /// The version a class ran before its current one, if it was replaced while the agent ran.
+    pub fn previous(&self, class: &ClassId) -> Option<Arc<ActiveClass>> {
+        let previous = self.previous.read().unwrap_or_else(|p| p.into_inner());
+        previous.get(class).cloned()
     }
 
     /// Stops serving a class.

@@ -52,6 +52,27 @@ pub struct Pipeline {
     /// Woken whenever something was appended to the outbox.
     pub outbox_ready: Arc<Notify>,
     pub max_payload_bytes: usize,
+    /// When each device was last heard from.
+    pub activity: DeviceActivity,
+}
+
+/// When each device was last heard from (for the status' active-device counts).
+#[derive(Debug, Default)]
+pub struct DeviceActivity(std::sync::Mutex<HashMap<(ClassId, DeviceId), Instant>>);
+
+impl DeviceActivity {
+    fn seen(&self, class: &ClassId, device: &DeviceId) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert((class.clone(), device.clone()), Instant::now());
+    }
+
+    /// Devices of `class` heard from within `window`.
+    pub fn active(&self, class: &ClassId, window: std::time::Duration) -> u32 {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|((c, _), at)| c == class && at.elapsed() <= window)
+            .count() as u32
+    }
 }
 
 /// A device message routed to a lane.
@@ -339,6 +360,8 @@ fn commit(
         Ok(_) => "ok",
         Err(e) => e.kind(),
     };
+    active.counters.count(outcome_label);
+    p.activity.seen(&active.class, &message.device);
     p.metrics
         .interactions
         .get_or_create(&InteractionLabels {

@@ -1,0 +1,168 @@
+//! The node's status for the controller (`kubectl get` shows it): built from the running agent and
+//! published retained on `ef/v1/node/<node>/status` every interval, with an offline last will.
+//!
+//! Published with QoS 0: a lost status is replaced by the next one, and keeping QoS 1 packet ids
+//! for the outbox alone lets the publisher map acknowledgements to outbox entries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgefleet_protocol::PROTOCOL_VERSION;
+use edgefleet_protocol::codec;
+use edgefleet_protocol::status::{
+    ClassStatus, LinkState as StatusLinkState, LinkStatus, ModuleStats, NodeState, NodeStatus,
+    OutboxStatus,
+};
+use edgefleet_protocol::topic::Topic;
+use rumqttc::QoS;
+
+use crate::classes::ActiveClass;
+use crate::interactions::{Pipeline, now_ms};
+use crate::link::{LinkHandle, LinkState};
+
+/// Devices heard from within this window count as active.
+const ACTIVE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Builds and publishes the status.
+pub struct StatusReporter {
+    pub pipeline: Arc<Pipeline>,
+    pub uplink: LinkHandle,
+    pub started_at_ms: u64,
+    pub agent_version: String,
+    pub wasmedge_version: String,
+    last_total: u64,
+    last_at: Instant,
+}
+
+impl StatusReporter {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        uplink: LinkHandle,
+        started_at_ms: u64,
+        agent_version: String,
+        wasmedge_version: String,
+    ) -> StatusReporter {
+        StatusReporter {
+            pipeline,
+            uplink,
+            started_at_ms,
+            agent_version,
+            wasmedge_version,
+            last_total: 0,
+            last_at: Instant::now(),
+        }
+    }
+
+    /// The status now.
+    pub fn build(&mut self) -> NodeStatus {
+        let p = &self.pipeline;
+        let elapsed = self.last_at.elapsed().as_secs_f64().max(0.001);
+        let mut total = 0;
+        let mut classes = Vec::new();
+        let (mut active_devices, mut seen_devices) = (0, 0);
+        for active in p.classes.all() {
+            let interactions = active
+                .counters
+                .interactions
+                .load(std::sync::atomic::Ordering::Relaxed);
+            total += interactions;
+            let seen = p.store.device_count(&active.class).unwrap_or(0) as u32;
+            let recent = p.activity.active(&active.class, ACTIVE_WINDOW);
+            active_devices += recent;
+            seen_devices += seen;
+            let previous = p.classes.previous(&active.class);
+            let mut modules = vec![self.module_stats(&active)];
+            if let Some(previous) = &previous {
+                modules.push(self.module_stats(previous));
+            }
+            classes.push(ClassStatus {
+                class: active.class.clone(),
+                generation: Some(active.generation),
+                rollout: None,
+                active: Some(active.reference.clone()),
+                previous: previous.map(|p| p.reference.clone()),
+                pending: None,
+                last_error: None,
+                active_devices: recent,
+                seen_devices: seen,
+                interactions_per_sec: 0.0,
+                modules,
+            });
+        }
+        let depth = p.store.outbox_depth().map(|d| d.entries).unwrap_or(0);
+        let rate = total.saturating_sub(self.last_total) as f64 / elapsed;
+        self.last_total = total;
+        self.last_at = Instant::now();
+        NodeStatus {
+            node: p.node.clone(),
+            state: NodeState::Online,
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: self.agent_version.clone(),
+            wasmedge_version: self.wasmedge_version.clone(),
+            guest_abi_version: crate::sandbox::admission::ABI_VERSION,
+            started_at_ms: self.started_at_ms,
+            updated_at_ms: now_ms(),
+            uplink: link_status(&self.uplink),
+            device_link: link_status(&p.device_link),
+            outbox: OutboxStatus {
+                depth,
+                capacity: p.store.outbox_limits().max_entries,
+                dropped: p.metrics.outbox_dropped.get(),
+                oldest_at_ms: None,
+            },
+            active_devices,
+            seen_devices,
+            interactions_per_sec: rate,
+            classes,
+        }
+    }
+
+    fn module_stats(&self, active: &ActiveClass) -> ModuleStats {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        ModuleStats {
+            module: active.reference.clone(),
+            interactions: load(&active.counters.interactions),
+            errors: load(&active.counters.errors),
+            traps: load(&active.counters.traps),
+            timeouts: load(&active.counters.timeouts),
+            rejections: load(&active.counters.rejections),
+            quarantined: self.pipeline.sandbox.is_quarantined(&active.module),
+        }
+    }
+
+    /// Publishes the status every `interval`, until the uplink client is gone.
+    pub async fn run(mut self, interval: Duration) {
+        let topic = Topic::Status {
+            node: self.pipeline.node.clone(),
+        }
+        .to_string();
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            ticker.tick().await;
+            let status = self.build();
+            if self.uplink.is_connected()
+                && let Err(e) = self
+                    .uplink
+                    .client
+                    .publish(topic.clone(), QoS::AtMostOnce, true, codec::encode(&status))
+                    .await
+            {
+                tracing::debug!("status not published: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn link_status(link: &LinkHandle) -> LinkStatus {
+    LinkStatus {
+        state: match *link.state.borrow() {
+            LinkState::Connected => StatusLinkState::Connected,
+            LinkState::Connecting => StatusLinkState::Connecting,
+            LinkState::Down => StatusLinkState::Disconnected,
+        },
+        since_ms: 0,
+        reconnects: link.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+        last_error: None,
+    }
+}
