@@ -33,6 +33,9 @@ use crate::sandbox::{Sandbox, SandboxConfig, WorkerCommand};
 use crate::status::StatusReporter;
 use crate::store::{OutboxLimits, Store, StoreOptions, WhenFull};
 
+/// Largest packet the device link reads (see where it is used).
+const DEVICE_LINK_MAX_PACKET: usize = 16 << 20;
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -108,7 +111,10 @@ pub async fn run(
     metrics.register(&mut registry);
     sandbox.metrics().register(&mut registry);
 
+    // Every device on the device broker is this node's (one agent per device broker): messages of
+    // classes not assigned here are refused and reported rather than left unseen.
     let device_subscriptions = Subscriptions::default();
+    device_subscriptions.add(topic::ALL_DEVICES_UP_FILTER.to_string());
     let (device_link, mut device_events) = link::start(
         LinkSettings {
             name: "device",
@@ -118,7 +124,10 @@ pub async fn run(
             persistent_session: true,
             subscriptions: device_subscriptions.clone(),
             last_will: None,
-            max_packet_bytes: config.max_payload_bytes + 4096,
+            // Far above max_payload_bytes on purpose: rumqttc drops the connection on a packet over
+            // its limit, and the broker would redeliver it forever. Oversized payloads are read,
+            // refused and acked instead; the broker's max_packet_size is the hard limit.
+            max_packet_bytes: DEVICE_LINK_MAX_PACKET,
             manual_acks: true,
         },
         1024,
@@ -172,7 +181,6 @@ pub async fn run(
         trust,
         uplink.clone(),
         uplink_subscriptions,
-        device_subscriptions,
     );
     assignments.restore().await;
 

@@ -6,7 +6,7 @@
 //!   ─► module in the store? else subscribe ef/v1/module/<sha>/chunk/+ and assemble, each chunk
 //!      checked against the signed manifest, the blob against its sha256 and size
 //!   ─► Sandbox::load (admission + AOT compile, off the async runtime)
-//!   ─► store: swap the class's version (one transaction) ─► ClassTable::swap ─► subscribe devices
+//!   ─► store: swap the class's version (one transaction) ─► ClassTable::swap
 //! ```
 //! Any failure keeps the version that runs now and is reported as an event and a metric. On start
 //! the stored assignments are verified again and their modules loaded from the store and the
@@ -44,7 +44,6 @@ pub struct Assignments {
     trust: TrustAnchor,
     uplink: LinkHandle,
     uplink_subscriptions: Subscriptions,
-    device_subscriptions: Subscriptions,
     pending: HashMap<Sha256Digest, Pending>,
 }
 
@@ -54,14 +53,12 @@ impl Assignments {
         trust: TrustAnchor,
         uplink: LinkHandle,
         uplink_subscriptions: Subscriptions,
-        device_subscriptions: Subscriptions,
     ) -> Assignments {
         Assignments {
             pipeline,
             trust,
             uplink,
             uplink_subscriptions,
-            device_subscriptions,
             pending: HashMap::new(),
         }
     }
@@ -209,14 +206,17 @@ impl Assignments {
         match pending.assembly.accept(index, bytes) {
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(%module, index, "refused module chunk: {e}");
-                self.pipeline
-                    .metrics
-                    .refused_assignments
-                    .get_or_create(&ReasonLabels {
-                        reason: "chunk".into(),
-                    })
-                    .inc();
+                // A chunk that does not match the signed manifest: tampered with or corrupted in
+                // transit. The assignment keeps waiting for a good copy (a retained republish).
+                let detail = format!("module {module} chunk {index} refused: {e}");
+                let waiting: Vec<_> = pending
+                    .waiting
+                    .iter()
+                    .map(|(a, _)| (a.class.clone(), a.generation))
+                    .collect();
+                for (class, generation) in waiting {
+                    self.refuse(&class, Some(generation), "module", detail.clone());
+                }
                 return;
             }
         }
@@ -325,17 +325,6 @@ impl Assignments {
             counters: Default::default(),
         });
         self.pipeline.metrics.swaps.inc();
-        let filter = topic::device_up_filter(&assignment.class);
-        self.device_subscriptions.add(filter.clone());
-        if let Err(e) = self
-            .pipeline
-            .device_link
-            .client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-        {
-            tracing::warn!("cannot subscribe to the class's devices yet (will on reconnect): {e}");
-        }
         tracing::info!(class = %assignment.class, %version, replaced = ?previous.map(|p| p.version.clone()), "module active");
         report(
             &self.pipeline,
@@ -366,9 +355,6 @@ impl Assignments {
             );
         }
         self.pipeline.classes.remove(&assignment.class);
-        let filter = topic::device_up_filter(&assignment.class);
-        self.device_subscriptions.remove(&filter);
-        let _ = self.pipeline.device_link.client.try_unsubscribe(filter);
         report(
             &self.pipeline,
             AgentEvent::new(

@@ -53,6 +53,9 @@ pub struct Cli {
     /// Sandbox worker processes.
     #[arg(long, env = "EDGEFLEET_WORKERS")]
     pub workers: Option<usize>,
+    /// Seconds between two status publications.
+    #[arg(long, env = "EDGEFLEET_STATUS_INTERVAL_S")]
+    pub status_interval_s: Option<u64>,
 }
 
 /// The TOML file: every field optional.
@@ -265,7 +268,12 @@ impl AgentConfig {
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9464))),
             workers: cli.workers.or(file.workers).unwrap_or(2).max(1),
             worker_binary,
-            status_interval: Duration::from_secs(file.status_interval_s.unwrap_or(10).max(1)),
+            status_interval: Duration::from_secs(
+                cli.status_interval_s
+                    .or(file.status_interval_s)
+                    .unwrap_or(10)
+                    .max(1),
+            ),
             max_payload_bytes: file.max_payload_bytes.unwrap_or(64 * 1024),
             outbox_max_entries: file.outbox_max_entries.unwrap_or(1_000_000),
             outbox_max_bytes: file.outbox_max_bytes.unwrap_or(256 << 20),

@@ -21,6 +21,9 @@ pub const TOPIC_PREFIX: &str = "ef/v1";
 /// Most levels a class-relative topic ([`ClassTopic`]) may have.
 pub const MAX_CLASS_TOPIC_LEVELS: usize = 3;
 
+/// Every device's messages on a device broker (the agent of that broker subscribes to it).
+pub const ALL_DEVICES_UP_FILTER: &str = "ef/v1/dev/+/+/up/#";
+
 /// Every node's retained status (controller subscription).
 pub const NODE_STATUS_FILTER: &str = "ef/v1/node/+/status";
 

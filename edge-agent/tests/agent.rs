@@ -1,0 +1,614 @@
+//! The `edge-agent` binary end to end: real mosquitto brokers (a device broker and a cloud broker)
+//! with mutual TLS from a test-time CA, a controller played by the test (a real ed25519 key signing
+//! real assignments, module blobs published as chunks), sensors played by plain MQTT clients, real
+//! sandbox workers, and the agent's sled store on disk.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgefleet_device_modules::{Handler, handler_wasm, probe_wasm};
+use edgefleet_guest::cbor;
+use edgefleet_protocol::ClassLimits;
+use edgefleet_protocol::assignment::{Assignment, HandlerSpec};
+use edgefleet_protocol::codec;
+use edgefleet_protocol::event::{AgentEvent, EventKind};
+use edgefleet_protocol::id::{ClassId, NodeId};
+use edgefleet_protocol::manifest::{DEFAULT_CHUNK_SIZE, ModuleManifest};
+use edgefleet_protocol::signing::{SigningKey, TrustAnchor};
+use edgefleet_protocol::status::NodeStatus;
+use edgefleet_protocol::topic::Topic;
+use edgefleet_protocol::upstream::UpstreamMessage;
+use edgefleet_simulators::broker::{self, Broker, BrokerOptions};
+use edgefleet_simulators::pki::{Authority, TlsFiles};
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use tokio::sync::mpsc;
+
+const NODE: &str = "edge-1";
+
+/// Two brokers, a controller key, the node's files, and the running agent.
+struct Fleet {
+    devices: Broker,
+    cloud: Broker,
+    key: SigningKey,
+    dir: tempfile::TempDir,
+    agent: Option<Child>,
+    controller: AsyncClient,
+    _controller_task: tokio::task::JoinHandle<()>,
+}
+
+impl Fleet {
+    async fn start() -> Fleet {
+        edgefleet_protocol::tls::install_crypto_provider();
+        let authority = Arc::new(Authority::new("fleet").unwrap());
+        let devices = Broker::with_options(BrokerOptions::mutual_tls(authority.clone())).unwrap();
+        let cloud = Broker::with_options(BrokerOptions::mutual_tls(authority.clone())).unwrap();
+        let key = SigningKey::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut trust = TrustAnchor::new();
+        trust.insert(key.verifying_key());
+        std::fs::write(dir.path().join("trust.pem"), trust.to_pem_bundle().unwrap()).unwrap();
+        TlsFiles::write(
+            dir.path(),
+            "node",
+            &authority,
+            &authority.client_cert(NODE).unwrap(),
+        )
+        .unwrap();
+        let (controller, events) = broker::client(cloud.mqtt_options("controller").unwrap(), 1000);
+        let controller_task = tokio::spawn(drain(events, None));
+        let mut fleet = Fleet {
+            devices,
+            cloud,
+            key,
+            dir,
+            agent: None,
+            controller,
+            _controller_task: controller_task,
+        };
+        fleet.start_agent();
+        fleet
+    }
+
+    fn start_agent(&mut self) {
+        let d = self.dir.path();
+        let child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args(["--node-name", NODE])
+            .arg("--data-dir")
+            .arg(d.join("data"))
+            .args([
+                "--device-broker",
+                &format!("mqtts://127.0.0.1:{}", self.devices.port()),
+            ])
+            .args([
+                "--uplink-broker",
+                &format!("mqtts://127.0.0.1:{}", self.cloud.port()),
+            ])
+            .arg("--tls-ca")
+            .arg(d.join("node-ca.crt"))
+            .arg("--tls-cert")
+            .arg(d.join("node.crt"))
+            .arg("--tls-key")
+            .arg(d.join("node.key"))
+            .arg("--trust-anchor")
+            .arg(d.join("trust.pem"))
+            .args(["--listen", "127.0.0.1:0", "--status-interval-s", "1"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the agent starts");
+        self.agent = Some(child);
+    }
+
+    fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Publishes a module's chunks (retained) and returns its manifest.
+    async fn publish_module(&self, name: &str, version: &str, wasm: &[u8]) -> ModuleManifest {
+        let manifest =
+            ModuleManifest::for_blob(name, version, 1, wasm, DEFAULT_CHUNK_SIZE).unwrap();
+        for (index, chunk) in wasm.chunks(DEFAULT_CHUNK_SIZE as usize).enumerate() {
+            let topic = Topic::ModuleChunk {
+                module: manifest.sha256,
+                index: index as u32,
+            };
+            self.controller
+                .publish(topic.to_string(), QoS::AtLeastOnce, true, chunk.to_vec())
+                .await
+                .unwrap();
+        }
+        manifest
+    }
+
+    /// Signs and publishes (retained) an assignment of `class` to the node.
+    async fn assign(
+        &self,
+        class: &str,
+        generation: u64,
+        manifest: ModuleManifest,
+        limits: ClassLimits,
+    ) {
+        let assignment = Assignment {
+            node: NodeId::new(NODE).unwrap(),
+            class: ClassId::new(class).unwrap(),
+            generation,
+            issued_at_ms: 0,
+            rollout: None,
+            handler: Some(HandlerSpec {
+                module: manifest,
+                config: Vec::new(),
+                limits,
+            }),
+        };
+        let signed = self.key.sign(&assignment).encode();
+        self.controller
+            .publish(
+                assignment.topic().to_string(),
+                QoS::AtLeastOnce,
+                true,
+                signed,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A device client (certificate CN = `id`) and the messages it receives.
+    async fn device(
+        &self,
+        id: &str,
+        subscribe: &str,
+    ) -> (AsyncClient, mpsc::Receiver<rumqttc::Publish>) {
+        let (client, events) = broker::client(self.devices.mqtt_options(id).unwrap(), 1000);
+        let (tx, rx) = mpsc::channel(10_000);
+        tokio::spawn(drain(events, Some(tx)));
+        client.subscribe(subscribe, QoS::AtLeastOnce).await.unwrap();
+        (client, rx)
+    }
+
+    /// A cloud-side observer of `filter`.
+    async fn observe(&self, id: &str, filter: &str) -> mpsc::Receiver<rumqttc::Publish> {
+        let (client, events) = broker::client(self.cloud.mqtt_options(id).unwrap(), 1000);
+        let (tx, rx) = mpsc::channel(100_000);
+        tokio::spawn(drain(events, Some(tx)));
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        std::mem::forget(client);
+        rx
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.kill_agent();
+    }
+}
+
+/// Polls an event loop (bounded: it ends when the connection does), forwarding publishes.
+async fn drain(mut events: rumqttc::EventLoop, tx: Option<mpsc::Sender<rumqttc::Publish>>) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        match events.poll().await {
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                if let Some(tx) = &tx {
+                    let _ = tx.send(p).await;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn reading(temp_c: f32) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    cbor::to_slice(
+        &edgefleet_thermostat::Reading {
+            temp_c,
+            setpoint_c: None,
+        },
+        &mut buf,
+    )
+    .unwrap()
+    .to_vec()
+}
+
+/// Publishes `payload` every 200 ms until a message arrives on `rx` (bounded by `limit`).
+async fn until_answered(
+    client: &AsyncClient,
+    topic: &str,
+    payload: &[u8],
+    rx: &mut mpsc::Receiver<rumqttc::Publish>,
+    limit: Duration,
+) -> rumqttc::Publish {
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < limit,
+            "no answer on {topic} within {limit:?}"
+        );
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+            .await
+            .unwrap();
+        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+        {
+            return message;
+        }
+    }
+}
+
+fn thermostat_limits() -> ClassLimits {
+    ClassLimits::default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_gets_thermostat_commands_over_mutual_tls() {
+    let fleet = Fleet::start().await;
+    let manifest = fleet
+        .publish_module(
+            "thermostat",
+            "1.0.0",
+            &handler_wasm(Handler::Thermostat).unwrap(),
+        )
+        .await;
+    fleet
+        .assign("thermostat", 1, manifest, thermostat_limits())
+        .await;
+    let (sensor, mut commands) = fleet
+        .device("t-1", "ef/v1/dev/thermostat/t-1/down/cmd")
+        .await;
+    let up = "ef/v1/dev/thermostat/t-1/up/telemetry";
+    let command = until_answered(
+        &sensor,
+        up,
+        &reading(17.5),
+        &mut commands,
+        Duration::from_secs(60),
+    )
+    .await;
+    let command: edgefleet_thermostat::Command = cbor::from_slice(&command.payload).unwrap();
+    assert_eq!(command.mode, edgefleet_thermostat::Mode::Heat);
+    // Hysteresis: 21.2 °C is inside the band, the heater stays on until the setpoint (21.0) is passed.
+    sensor
+        .publish(up, QoS::AtLeastOnce, false, reading(21.2))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), commands.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let next: edgefleet_thermostat::Command = cbor::from_slice(&next.payload).unwrap();
+    assert_eq!(next.mode, edgefleet_thermostat::Mode::Idle);
+
+    // A client whose certificate the brokers' CA did not sign is refused.
+    let rogue = Authority::new("rogue").unwrap();
+    let options = fleet
+        .devices
+        .mqtt_options_as("t-rogue", &rogue.client_cert("t-rogue").unwrap())
+        .unwrap();
+    let (_client, mut events) = broker::client(options, 10);
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => return false,
+                Ok(_) => {}
+                Err(_) => return true,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        refused,
+        "a client with a rogue certificate must not connect"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_an_event_and_the_agent_stays_healthy() {
+    let fleet = Fleet::start().await;
+    let mut events = fleet
+        .observe("ops", &format!("ef/v1/node/{NODE}/event"))
+        .await;
+    let manifest = fleet
+        .publish_module("echo", "1.0.0", &probe_wasm("echo"))
+        .await;
+    fleet
+        .assign("echo", 1, manifest, ClassLimits::default())
+        .await;
+    let (device, mut commands) = fleet.device("e-1", "ef/v1/dev/echo/e-1/down/cmd").await;
+    until_answered(
+        &device,
+        "ef/v1/dev/echo/e-1/up/telemetry",
+        b"hi",
+        &mut commands,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // A tampered module: its bytes do not match the signed manifest.
+    let wasm = handler_wasm(Handler::Thermostat).unwrap();
+    let manifest =
+        ModuleManifest::for_blob("thermostat", "6.6.6", 1, &wasm, DEFAULT_CHUNK_SIZE).unwrap();
+    let mut tampered = wasm.clone();
+    tampered[100] ^= 0xff;
+    for (index, chunk) in tampered.chunks(DEFAULT_CHUNK_SIZE as usize).enumerate() {
+        let topic = Topic::ModuleChunk {
+            module: manifest.sha256,
+            index: index as u32,
+        };
+        fleet
+            .controller
+            .publish(topic.to_string(), QoS::AtLeastOnce, true, chunk.to_vec())
+            .await
+            .unwrap();
+    }
+    fleet
+        .assign("thermostat", 1, manifest.clone(), ClassLimits::default())
+        .await;
+    // An assignment signed by a key the node does not trust.
+    let stranger = SigningKey::generate().unwrap();
+    let forged = Assignment {
+        node: NodeId::new(NODE).unwrap(),
+        class: ClassId::new("lock").unwrap(),
+        generation: 1,
+        issued_at_ms: 0,
+        rollout: None,
+        handler: Some(HandlerSpec {
+            module: manifest,
+            config: Vec::new(),
+            limits: ClassLimits::default(),
+        }),
+    };
+    fleet
+        .controller
+        .publish(
+            forged.topic().to_string(),
+            QoS::AtLeastOnce,
+            true,
+            stranger.sign(&forged).encode(),
+        )
+        .await
+        .unwrap();
+    // An unknown class, a malformed payload, an oversized payload.
+    device
+        .publish(
+            "ef/v1/dev/nosuchclass/e-1/up/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            b"x".to_vec(),
+        )
+        .await
+        .unwrap();
+    device
+        .publish(
+            "ef/v1/dev/echo/e-1/up/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            vec![0u8; 100_000],
+        )
+        .await
+        .unwrap();
+
+    let mut kinds = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let wanted = [
+            EventKind::AssignmentRejected,
+            EventKind::UnknownClass,
+            EventKind::OversizedPayload,
+        ];
+        if wanted.iter().all(|k| kinds.contains(k))
+            && kinds.iter().any(|k| matches!(k, EventKind::ModuleRefused))
+        {
+            break;
+        }
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(500), events.recv()).await
+        {
+            let event: AgentEvent = codec::decode(&message.payload, 1 << 20).unwrap();
+            kinds.push(event.kind);
+        }
+    }
+    for kind in [
+        EventKind::AssignmentRejected,
+        EventKind::UnknownClass,
+        EventKind::OversizedPayload,
+    ] {
+        assert!(kinds.contains(&kind), "missing {kind:?} in {kinds:?}");
+    }
+    assert!(
+        kinds.iter().any(|k| matches!(k, EventKind::ModuleRefused)),
+        "the tampered module is refused: {kinds:?}"
+    );
+    // Still serving.
+    let answer = until_answered(
+        &device,
+        "ef/v1/dev/echo/e-1/up/telemetry",
+        b"still",
+        &mut commands,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(answer.payload.as_ref() == b"still" || answer.payload.as_ref() == b"hi");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_survives_an_uplink_cut_and_an_agent_sigkill() {
+    let mut fleet = Fleet::start().await;
+    let upstream = fleet
+        .observe("pipeline", &format!("ef/v1/node/{NODE}/up/#"))
+        .await;
+    let manifest = fleet
+        .publish_module("echo", "1.0.0", &probe_wasm("echo"))
+        .await;
+    fleet
+        .assign("echo", 1, manifest, ClassLimits::default())
+        .await;
+    let (device, mut commands) = fleet.device("e-1", "ef/v1/dev/echo/e-1/down/cmd").await;
+    let up = "ef/v1/dev/echo/e-1/up/telemetry";
+    until_answered(
+        &device,
+        up,
+        b"warm-up",
+        &mut commands,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // The cloud broker goes away; devices are still served.
+    fleet.cloud.stop().unwrap();
+    let mut sent = Vec::new();
+    for i in 0..50u32 {
+        let payload = format!("m{i:03}").into_bytes();
+        device
+            .publish(up, QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+        sent.push(payload);
+    }
+    let mut answered = 0;
+    while answered < 50 {
+        let command = tokio::time::timeout(Duration::from_secs(20), commands.recv())
+            .await
+            .expect("commands keep coming while the uplink is down")
+            .unwrap();
+        if command.payload.starts_with(b"m") {
+            answered += 1;
+        }
+    }
+    // The agent is killed outright; its outbox is on disk.
+    fleet.kill_agent();
+    fleet.cloud.start().unwrap();
+    drop(upstream);
+    let mut upstream = fleet
+        .observe("pipeline-2", &format!("ef/v1/node/{NODE}/up/#"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fleet.start_agent();
+
+    let mut seen: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let delivered: std::collections::BTreeSet<&Vec<u8>> = seen
+            .iter()
+            .map(|(_, _, p)| p)
+            .filter(|p| p.starts_with(b"m"))
+            .collect();
+        if delivered.len() == sent.len() {
+            break;
+        }
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(500), upstream.recv()).await
+        {
+            let m: UpstreamMessage = codec::decode(&message.payload, 1 << 20).unwrap();
+            seen.push((m.epoch, m.seq, m.payload));
+        }
+    }
+    // De-duplicated by (epoch, seq), in seq order, every message is there exactly once.
+    let mut unique: Vec<_> = seen.clone();
+    unique.sort_by_key(|(e, s, _)| (*e, *s));
+    unique.dedup_by_key(|(e, s, _)| (*e, *s));
+    let payloads: Vec<Vec<u8>> = unique
+        .into_iter()
+        .map(|(_, _, p)| p)
+        .filter(|p| p.starts_with(b"m"))
+        .collect();
+    assert_eq!(payloads, sent, "every upstream message once, in order");
+    let firsts: Vec<u64> = seen.iter().map(|(_, s, _)| *s).collect();
+    let mut sorted = firsts.clone();
+    sorted.sort();
+    sorted.dedup();
+    let mut first_seen = Vec::new();
+    for s in &firsts {
+        if !first_seen.contains(s) {
+            first_seen.push(*s);
+        }
+    }
+    assert_eq!(first_seen, sorted, "delivered in order");
+
+    // After the restart the module came from the store: the device is served again.
+    until_answered(
+        &device,
+        up,
+        b"after",
+        &mut commands,
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_a_steady_stream_loses_nothing_and_repeats_nothing() {
+    let fleet = Fleet::start().await;
+    let mut statuses = fleet
+        .observe("ops", &format!("ef/v1/node/{NODE}/status"))
+        .await;
+    let v1 = fleet
+        .publish_module("counter", "1.0.0", &probe_wasm("state_counter"))
+        .await;
+    fleet.assign("counter", 1, v1, ClassLimits::default()).await;
+    let (device, mut commands) = fleet.device("c-1", "ef/v1/dev/counter/c-1/down/cmd").await;
+    let up = "ef/v1/dev/counter/c-1/up/telemetry";
+    let first = until_answered(&device, up, b"", &mut commands, Duration::from_secs(60)).await;
+    let mut expected = u32::from_le_bytes(first.payload[..4].try_into().unwrap());
+    // The same counting logic as a new version (a different module: the probe with an extra data
+    // byte would do; here the same probe under a new version name makes a new sha only if bytes
+    // differ, so append a custom section).
+    let mut v2_wasm = probe_wasm("state_counter");
+    v2_wasm.extend_from_slice(&[0, 4, 3, b'v', b'2', b'!']);
+    let v2 = fleet.publish_module("counter", "2.0.0", &v2_wasm).await;
+    let stream = tokio::spawn({
+        let device = device.clone();
+        async move {
+            for _ in 0..300 {
+                device
+                    .publish(up, QoS::AtLeastOnce, false, Vec::<u8>::new())
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.assign("counter", 2, v2, ClassLimits::default()).await;
+    stream.await.unwrap();
+    // The device state counts every handled message: 300 more, each seen once, in order.
+    for _ in 0..300 {
+        let command = tokio::time::timeout(Duration::from_secs(20), commands.recv())
+            .await
+            .expect("no command lost")
+            .unwrap();
+        let count = u32::from_le_bytes(command.payload[..4].try_into().unwrap());
+        expected += 1;
+        assert_eq!(
+            count, expected,
+            "handled once each, in order, across the swap"
+        );
+    }
+    // The new version shows in the status.
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "status never showed 2.0.0"
+        );
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(500), statuses.recv()).await
+        {
+            let status: NodeStatus = codec::decode(&message.payload, 1 << 20).unwrap();
+            let active = status
+                .classes
+                .iter()
+                .find(|c| c.class.as_str() == "counter")
+                .and_then(|c| c.active.clone());
+            if active.is_some_and(|m| m.version == "2.0.0") {
+                break;
+            }
+        }
+    }
+}
