@@ -24,7 +24,7 @@ use edgefleet_protocol::signing::{Signed, TrustAnchor};
 use edgefleet_protocol::topic::{self, Topic};
 use rumqttc::QoS;
 
-use crate::classes::ActiveClass;
+use crate::classes::{ActiveClass, ClassHandler};
 use crate::interactions::{Pipeline, now_ms, report};
 use crate::link::{LinkHandle, Subscriptions};
 use crate::metrics::ReasonLabels;
@@ -321,7 +321,7 @@ impl Assignments {
             reference: handler.module.reference(),
             generation: assignment.generation,
             limits: handler.limits.clone(),
-            module,
+            handler: ClassHandler::Wasm(module),
             counters: Default::default(),
         });
         self.pipeline.metrics.swaps.inc();

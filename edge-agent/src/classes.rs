@@ -14,7 +14,7 @@ use edgefleet_protocol::digest::Sha256Digest;
 use edgefleet_protocol::id::ClassId;
 use edgefleet_protocol::manifest::ModuleRef;
 
-use crate::sandbox::ModuleHandle;
+use crate::sandbox::{Interaction, InteractionError, ModuleHandle, Outcome};
 
 /// A class with its running module version.
 #[derive(Debug)]
@@ -28,9 +28,19 @@ pub struct ActiveClass {
     /// The assignment generation this version came with.
     pub generation: u64,
     pub limits: ClassLimits,
-    pub module: ModuleHandle,
+    pub handler: ClassHandler,
     /// What this version did, for the node status.
     pub counters: ModuleCounters,
+}
+
+/// What runs a class's interactions.
+#[derive(Debug, Clone)]
+pub enum ClassHandler {
+    /// The class's Wasm module, a fresh sandbox instance per interaction: what assignments install.
+    Wasm(ModuleHandle),
+    /// A handler compiled into the process. Only the end-to-end benchmark uses it, as the baseline
+    /// the Wasm path is compared against; it has no isolation at all.
+    Native(fn(&Interaction) -> Result<Outcome, InteractionError>),
 }
 
 /// Interactions of one module version, by outcome.

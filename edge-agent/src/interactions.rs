@@ -30,7 +30,7 @@ use edgefleet_protocol::upstream::UpstreamMessage;
 use rumqttc::{Publish, QoS};
 use tokio::sync::{Notify, mpsc};
 
-use crate::classes::{ActiveClass, ClassTable};
+use crate::classes::{ActiveClass, ClassHandler, ClassTable};
 use crate::link::LinkHandle;
 use crate::metrics::{AgentMetrics, InteractionLabels};
 use crate::sandbox::{Interaction, InteractionError, Outcome, Sandbox};
@@ -334,8 +334,11 @@ async fn run_batch(
             now_ms: now_ms() as i64,
         });
     }
+    let module = match &active.handler {
+        ClassHandler::Wasm(module) => module.clone(),
+        ClassHandler::Native(handle) => return items.iter().map(handle).collect(),
+    };
     let sandbox = p.sandbox.clone();
-    let module = active.module.clone();
     let len = items.len();
     match tokio::task::spawn_blocking(move || sandbox.run_batch(&module, items)).await {
         Ok(results) => results,

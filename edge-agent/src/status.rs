@@ -16,7 +16,7 @@ use edgefleet_protocol::status::{
 use edgefleet_protocol::topic::Topic;
 use rumqttc::QoS;
 
-use crate::classes::ActiveClass;
+use crate::classes::{ActiveClass, ClassHandler};
 use crate::interactions::{Pipeline, now_ms};
 use crate::link::{LinkHandle, LinkState};
 
@@ -126,7 +126,10 @@ impl StatusReporter {
             traps: load(&active.counters.traps),
             timeouts: load(&active.counters.timeouts),
             rejections: load(&active.counters.rejections),
-            quarantined: self.pipeline.sandbox.is_quarantined(&active.module),
+            quarantined: match &active.handler {
+                ClassHandler::Wasm(module) => self.pipeline.sandbox.is_quarantined(module),
+                ClassHandler::Native(_) => false,
+            },
         }
     }
 
