@@ -33,6 +33,8 @@ struct Fleet {
     key: SigningKey,
     dir: tempfile::TempDir,
     agent: Option<Child>,
+    /// Port of the agent's /healthz, /readyz and /metrics.
+    http_port: u16,
     controller: AsyncClient,
     _controller_task: tokio::task::JoinHandle<()>,
 }
@@ -63,6 +65,7 @@ impl Fleet {
             key,
             dir,
             agent: None,
+            http_port: free_port(),
             controller,
             _controller_task: controller_task,
         };
@@ -92,7 +95,8 @@ impl Fleet {
             .arg(d.join("node.key"))
             .arg("--trust-anchor")
             .arg(d.join("trust.pem"))
-            .args(["--listen", "127.0.0.1:0", "--status-interval-s", "1"])
+            .args(["--listen", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["--status-interval-s", "1"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -178,6 +182,39 @@ impl Fleet {
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         std::mem::forget(client);
         rx
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Fleet {
+    /// GET `path` from the agent's HTTP endpoints: (status code, body).
+    fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port))
+            .expect("the agent serves HTTP");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        (code, body)
     }
 }
 
@@ -374,6 +411,14 @@ async fn bad_input_is_refused_with_an_event_and_the_agent_stays_healthy() {
         )
         .await
         .unwrap();
+    // A handler that parses CBOR, for a malformed payload.
+    let meter = fleet
+        .publish_module("meter", "1.0.0", &handler_wasm(Handler::Meter).unwrap())
+        .await;
+    fleet
+        .assign("meter", 1, meter, ClassLimits::default())
+        .await;
+    let (meter_device, _meter_commands) = fleet.device("m-1", "ef/v1/dev/meter/m-1/down/cmd").await;
     // An unknown class, a malformed payload, an oversized payload.
     device
         .publish(
@@ -401,11 +446,24 @@ async fn bad_input_is_refused_with_an_event_and_the_agent_stays_healthy() {
             EventKind::AssignmentRejected,
             EventKind::UnknownClass,
             EventKind::OversizedPayload,
+            EventKind::MalformedPayload,
         ];
         if wanted.iter().all(|k| kinds.contains(k))
             && kinds.iter().any(|k| matches!(k, EventKind::ModuleRefused))
         {
             break;
+        }
+        if !kinds.contains(&EventKind::MalformedPayload) {
+            // Garbage for the meter, again until it is active and refuses it.
+            meter_device
+                .publish(
+                    "ef/v1/dev/meter/m-1/up/telemetry",
+                    QoS::AtLeastOnce,
+                    false,
+                    b"\xff\x00garbage".to_vec(),
+                )
+                .await
+                .unwrap();
         }
         if let Ok(Some(message)) =
             tokio::time::timeout(Duration::from_millis(500), events.recv()).await
@@ -418,6 +476,7 @@ async fn bad_input_is_refused_with_an_event_and_the_agent_stays_healthy() {
         EventKind::AssignmentRejected,
         EventKind::UnknownClass,
         EventKind::OversizedPayload,
+        EventKind::MalformedPayload,
     ] {
         assert!(kinds.contains(&kind), "missing {kind:?} in {kinds:?}");
     }
@@ -435,6 +494,24 @@ async fn bad_input_is_refused_with_an_event_and_the_agent_stays_healthy() {
     )
     .await;
     assert!(answer.payload.as_ref() == b"still" || answer.payload.as_ref() == b"hi");
+    // Healthy, ready, and every refusal counted.
+    assert_eq!(fleet.http_get("/healthz").0, 200);
+    assert_eq!(fleet.http_get("/readyz").0, 200);
+    let (code, metrics) = fleet.http_get("/metrics");
+    assert_eq!(code, 200);
+    for counted in [
+        "edgefleet_agent_refused_messages_total{reason=\"oversized\"}",
+        "edgefleet_agent_refused_messages_total{reason=\"unknown_class\"}",
+        "edgefleet_agent_refused_assignments_total{reason=\"signature\"}",
+        "edgefleet_agent_refused_assignments_total{reason=\"module\"}",
+        "outcome=\"rejected\"",
+        "sandbox_interactions_total",
+    ] {
+        assert!(
+            metrics.contains(counted),
+            "{counted} missing from /metrics:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,12 +520,29 @@ async fn upstream_survives_an_uplink_cut_and_an_agent_sigkill() {
     let upstream = fleet
         .observe("pipeline", &format!("ef/v1/node/{NODE}/up/#"))
         .await;
-    let manifest = fleet
+    let echo = fleet
         .publish_module("echo", "1.0.0", &probe_wasm("echo"))
         .await;
     fleet
-        .assign("echo", 1, manifest, ClassLimits::default())
+        .assign("echo", 1, echo.clone(), ClassLimits::default())
         .await;
+    let counter = fleet
+        .publish_module("counter", "1.0.0", &probe_wasm("state_counter"))
+        .await;
+    fleet
+        .assign("counter", 1, counter.clone(), ClassLimits::default())
+        .await;
+    let (counting, mut counts) = fleet.device("c-1", "ef/v1/dev/counter/c-1/down/cmd").await;
+    let count_up = "ef/v1/dev/counter/c-1/up/telemetry";
+    let first = until_answered(
+        &counting,
+        count_up,
+        b"",
+        &mut counts,
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut count = u32::from_le_bytes(first.payload[..4].try_into().unwrap());
     let (device, mut commands) = fleet.device("e-1", "ef/v1/dev/echo/e-1/down/cmd").await;
     let up = "ef/v1/dev/echo/e-1/up/telemetry";
     until_answered(
@@ -484,6 +578,20 @@ async fn upstream_survives_an_uplink_cut_and_an_agent_sigkill() {
     // The agent is killed outright; its outbox is on disk.
     fleet.kill_agent();
     fleet.cloud.start().unwrap();
+    // The controller no longer offers the modules' chunks: a restarted agent must not need them.
+    for manifest in [&echo, &counter] {
+        for index in 0..manifest.chunk_count() {
+            let topic = Topic::ModuleChunk {
+                module: manifest.sha256,
+                index,
+            };
+            fleet
+                .controller
+                .publish(topic.to_string(), QoS::AtLeastOnce, true, Vec::<u8>::new())
+                .await
+                .unwrap();
+        }
+    }
     drop(upstream);
     let mut upstream = fleet
         .observe("pipeline-2", &format!("ef/v1/node/{NODE}/up/#"))
@@ -531,7 +639,8 @@ async fn upstream_survives_an_uplink_cut_and_an_agent_sigkill() {
     }
     assert_eq!(first_seen, sorted, "delivered in order");
 
-    // After the restart the module came from the store: the device is served again.
+    // After the restart the modules came from the store (no chunks to fetch) and the device state
+    // from disk: the counter goes on where it stopped.
     until_answered(
         &device,
         up,
@@ -540,6 +649,25 @@ async fn upstream_survives_an_uplink_cut_and_an_agent_sigkill() {
         Duration::from_secs(30),
     )
     .await;
+    // (until_answered may have sent more than one message before its first answer)
+    while let Ok(Some(extra)) =
+        tokio::time::timeout(Duration::from_millis(500), counts.recv()).await
+    {
+        count = u32::from_le_bytes(extra.payload[..4].try_into().unwrap());
+    }
+    let next = until_answered(
+        &counting,
+        count_up,
+        b"",
+        &mut counts,
+        Duration::from_secs(30),
+    )
+    .await;
+    count += 1;
+    assert_eq!(
+        u32::from_le_bytes(next.payload[..4].try_into().unwrap()),
+        count
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
