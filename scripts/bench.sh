@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the sandbox benchmark with the wasmtime anchor, in one run, and prints the README's table.
+# Runs the sandbox benchmark (with the wasmtime anchor, in one run) and the end-to-end agent
+# benchmark, and prints the README's tables.
 # The anchor is a separate crate (not a workspace member) so wasmtime never enters the test build,
 # and a separate process because WasmEdge AOT resets the process's fault handlers.
 # EDGEFLEET_BENCH_SECONDS=N measures N seconds per row (default 2).
@@ -10,5 +11,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 echo "== building the wasmtime anchor (edge-agent/benches/wasmtime-anchor)" >&2
 cargo build --release --locked --manifest-path edge-agent/benches/wasmtime-anchor/Cargo.toml >&2
 export WASMTIME_ANCHOR="$PWD/edge-agent/benches/wasmtime-anchor/target/release/wasmtime-anchor"
-echo "== running the benchmark" >&2
+echo "== running the sandbox benchmark" >&2
 cargo bench --locked -p edge-agent --bench sandbox
+echo "== running the end-to-end agent benchmark" >&2
+cargo bench --locked -p edge-agent --bench agent

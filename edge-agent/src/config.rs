@@ -20,7 +20,7 @@ use serde::Deserialize;
 #[derive(Debug, Default, Parser)]
 #[command(version)]
 pub struct Cli {
-    /// TOML configuration file (see k3s/ for an example).
+    /// TOML configuration file (keys as the flags, with underscores; see README.md).
     #[arg(long, env = "EDGEFLEET_CONFIG")]
     pub config: Option<PathBuf>,
     /// This node's name; in Kubernetes the downward API sets NODE_NAME.
