@@ -740,3 +740,50 @@ async fn hot_swap_under_a_steady_stream_loses_nothing_and_repeats_nothing() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_flushes_and_reports_offline() {
+    let mut fleet = Fleet::start().await;
+    let mut statuses = fleet
+        .observe("ops", &format!("ef/v1/node/{NODE}/status"))
+        .await;
+    let manifest = fleet
+        .publish_module("echo", "1.0.0", &probe_wasm("echo"))
+        .await;
+    fleet
+        .assign("echo", 1, manifest, ClassLimits::default())
+        .await;
+    let (device, mut commands) = fleet.device("e-1", "ef/v1/dev/echo/e-1/down/cmd").await;
+    until_answered(
+        &device,
+        "ef/v1/dev/echo/e-1/up/telemetry",
+        b"hello",
+        &mut commands,
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut agent = fleet.agent.take().expect("running");
+    let pid = rustix::process::Pid::from_raw(agent.id() as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the agent did not stop on SIGTERM"
+        );
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "clean exit: {status}");
+    // The last status it left is "offline".
+    let mut last = None;
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), statuses.recv()).await
+    {
+        last = Some(codec::decode::<NodeStatus>(&message.payload, 1 << 20).unwrap());
+    }
+    let last = last.expect("statuses were published");
+    assert_eq!(last.state, edgefleet_protocol::status::NodeState::Offline);
+}

@@ -34,6 +34,8 @@ use super::wire::{self, MAX_FRAME, Request, Response};
 const LOAD_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the watchdog looks at the progress slot while nothing arrives.
 const WATCH_INTERVAL: Duration = Duration::from_millis(2);
+/// How long a driver spins on its worker's pipe before it sleeps (see `call`).
+const SPIN: Duration = Duration::from_micros(50);
 /// How long a worker whose pipe closed may take to exit before it is killed.
 const REAP_WAIT: Duration = Duration::from_millis(100);
 /// Consecutive worker deaths with no interaction finished before a batch is given up.
@@ -196,6 +198,18 @@ impl WorkerProcess {
         frame.extend_from_slice(&body);
         if let Err(e) = self.stdin.write_all(&frame) {
             return Err(self.died(None, format!("writing to it failed: {e}")));
+        }
+        // Most answers come within microseconds: spin briefly before sleeping in poll, because
+        // waking a sleeping thread (an idle vCPU) costs tens of microseconds here.
+        let spin_until = Instant::now() + SPIN;
+        while Instant::now() < spin_until {
+            if !self.fill()? {
+                break;
+            }
+            if let Some(response) = self.take_frame()? {
+                return Ok(response);
+            }
+            std::hint::spin_loop();
         }
         loop {
             if let Some(response) = self.take_frame()? {

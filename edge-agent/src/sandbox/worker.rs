@@ -8,17 +8,27 @@
 //! long-running process.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufReader, BufWriter, Read};
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, poll};
 
 use super::engine::{self, LoadedModule};
 use super::progress::Progress;
+/// How long the worker spins on its pipe before it sleeps. Shorter than the driver's: on a small
+/// machine spinning workers take CPU from the other workers (measured on 2 vCPUs: 15 µs halves the
+/// idle round trip and costs a fifth of batched throughput; 50 µs cost a third).
+const WORKER_SPIN: Duration = Duration::from_micros(15);
 use super::wire::{Request, Response, read_frame, write_frame};
 
 /// Serves requests until stdin closes. Returns an error only when the pipe itself fails.
 pub fn serve(progress: Progress) -> io::Result<()> {
     engine::quiet_logs();
-    let mut input = BufReader::with_capacity(256 * 1024, io::stdin().lock());
+    let stdin = io::stdin().lock();
+    rustix::io::ioctl_fionbio(&stdin, true)?;
+    let mut input = BufReader::with_capacity(256 * 1024, SpinningReader { input: stdin });
     let mut output = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
     let mut modules: HashMap<u64, LoadedModule> = HashMap::new();
     while let Some(request) = read_frame::<Request<'static>>(&mut input)? {
@@ -58,6 +68,35 @@ pub fn serve(progress: Progress) -> io::Result<()> {
         write_frame(&mut output, &response)?;
     }
     Ok(())
+}
+
+/// Reads a non-blocking pipe, spinning for [`WORKER_SPIN`] before sleeping in `poll`: under load the next
+/// request arrives within microseconds, and waking from sleep costs tens of them.
+struct SpinningReader<R> {
+    input: R,
+}
+
+impl<R: Read + AsFd> Read for SpinningReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let started = Instant::now();
+        loop {
+            match self.input.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if started.elapsed() < WORKER_SPIN {
+                        std::hint::spin_loop();
+                    } else {
+                        let mut fds = [PollFd::new(&self.input, PollFlags::IN)];
+                        match poll(&mut fds, None) {
+                            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
+    }
 }
 
 /// Compiles the wasm file `input` to a native artefact at `output`.
