@@ -259,6 +259,20 @@ struct Measured {
     open_p99: f64,
 }
 
+impl Measured {
+    fn mean(runs: &[Measured]) -> Measured {
+        let avg = |f: fn(&Measured) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
+        Measured {
+            throughput: avg(|m| m.throughput),
+            closed_p50: avg(|m| m.closed_p50),
+            closed_p99: avg(|m| m.closed_p99),
+            open_rate: avg(|m| m.open_rate),
+            open_p50: avg(|m| m.open_p50),
+            open_p99: avg(|m| m.open_p99),
+        }
+    }
+}
+
 async fn measure(broker: &Broker, time: Duration, rate: u32) -> Measured {
     let probe = Arc::new(Probe::default());
     let closed_loop = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -357,8 +371,7 @@ fn main() {
                 config: Vec::new(),
             })
             .unwrap();
-        let mut rows = Vec::new();
-        for (name, handler) in [
+        let variants = [
             (
                 "native Rust handler (no isolation)",
                 ClassHandler::Native(native_thermostat),
@@ -367,23 +380,31 @@ fn main() {
                 "thermostat Wasm, fresh sandbox instance per interaction",
                 ClassHandler::Wasm(module.clone()),
             ),
-        ] {
+        ];
+        // A-B-B-A, each row the mean of its two runs: the machine is shared and drifts.
+        let mut runs: Vec<Vec<Measured>> = vec![Vec::new(), Vec::new()];
+        for (run, variant) in [0, 1, 1, 0].into_iter().enumerate() {
+            let (name, handler) = &variants[variant];
             eprintln!("measuring: {name}");
             let broker = Broker::plain().unwrap();
             let _agent = start_agent(
                 &broker,
-                handler,
+                handler.clone(),
                 sandbox.clone(),
-                &dir.path().join(name.len().to_string()),
+                &dir.path().join(format!("store-{run}")),
             )
             .await;
-            rows.push((name, measure(&broker, time, rate).await));
+            runs[variant].push(measure(&broker, time, rate).await);
         }
-        rows
+        variants
+            .iter()
+            .zip(runs)
+            .map(|((name, _), runs)| (*name, Measured::mean(&runs)))
+            .collect::<Vec<_>>()
     });
     let native = rows[0].1.throughput;
     println!(
-        "\n### End to end through mosquitto ({DEVICES} devices, {CONNECTIONS} connections, QoS 1, state + outbox in sled, flushed before commands)\n"
+        "\n### End to end through mosquitto ({DEVICES} devices, {CONNECTIONS} connections, QoS 1, state + outbox in sled, flushed before commands; each row the mean of 2 runs, A-B-B-A)\n"
     );
     println!(
         "| handler | interactions/s (closed loop) | × native | p50 | p99 | open loop rate | p50 | p99 |"
