@@ -21,6 +21,7 @@ use edgefleet_protocol::event::{AgentEvent, EventKind};
 use edgefleet_protocol::id::ClassId;
 use edgefleet_protocol::manifest::ModuleAssembly;
 use edgefleet_protocol::signing::{Signed, TrustAnchor};
+use edgefleet_protocol::status::{ErrorReport, PendingModule};
 use edgefleet_protocol::topic::{self, Topic};
 use rumqttc::QoS;
 
@@ -170,9 +171,26 @@ impl Assignments {
     fn fetch(&mut self, assignment: Assignment, handler: &HandlerSpec, signed: Vec<u8>) {
         let sha = handler.module.sha256;
         if let Some(pending) = self.pending.get_mut(&sha) {
+            let received = pending.assembly.received();
+            self.pipeline.classes.update_report(&assignment.class, |r| {
+                r.pending = Some(PendingModule {
+                    module: handler.module.reference(),
+                    generation: assignment.generation,
+                    received_chunks: received,
+                    total_chunks: handler.module.chunk_count(),
+                });
+            });
             pending.waiting.push((assignment, signed));
             return;
         }
+        self.pipeline.classes.update_report(&assignment.class, |r| {
+            r.pending = Some(PendingModule {
+                module: handler.module.reference(),
+                generation: assignment.generation,
+                received_chunks: 0,
+                total_chunks: handler.module.chunk_count(),
+            });
+        });
         let assembly = match ModuleAssembly::new(handler.module.clone()) {
             Ok(assembly) => assembly,
             Err(e) => {
@@ -220,12 +238,25 @@ impl Assignments {
                 return;
             }
         }
+        let received = pending.assembly.received();
+        for (assignment, _) in &pending.waiting {
+            self.pipeline.classes.update_report(&assignment.class, |r| {
+                if let Some(p) = &mut r.pending {
+                    p.received_chunks = received;
+                }
+            });
+        }
         if !pending.assembly.is_complete() {
             return;
         }
         let Some(pending) = self.pending.remove(&module) else {
             return;
         };
+        for (assignment, _) in &pending.waiting {
+            self.pipeline
+                .classes
+                .update_report(&assignment.class, |r| r.pending = None);
+        }
         let filter = topic::module_chunk_filter(&module);
         self.uplink_subscriptions.remove(&filter);
         let _ = self.uplink.client.try_unsubscribe(filter);
@@ -369,6 +400,12 @@ impl Assignments {
     }
 
     fn refuse(&self, class: &ClassId, generation: Option<u64>, reason: &str, detail: String) {
+        self.pipeline.classes.update_report(class, |r| {
+            r.last_error = Some(ErrorReport {
+                at_ms: now_ms(),
+                message: detail.clone(),
+            });
+        });
         tracing::warn!(%class, reason, "assignment refused: {detail}");
         self.pipeline
             .metrics

@@ -13,6 +13,7 @@ use edgefleet_protocol::ClassLimits;
 use edgefleet_protocol::digest::Sha256Digest;
 use edgefleet_protocol::id::ClassId;
 use edgefleet_protocol::manifest::ModuleRef;
+use edgefleet_protocol::status::{ErrorReport, PendingModule};
 
 use crate::sandbox::{Interaction, InteractionError, ModuleHandle, Outcome};
 
@@ -71,12 +72,20 @@ impl ModuleCounters {
     }
 }
 
-/// The table of active classes (and the version each replaced, for the status), shared by the
-/// interaction lanes, the assignment handler and the status reporter.
+/// What the status says of a class besides its versions: a module being fetched, the last error.
+#[derive(Debug, Clone, Default)]
+pub struct ClassReport {
+    pub pending: Option<PendingModule>,
+    pub last_error: Option<ErrorReport>,
+}
+
+/// The table of active classes (and the version each replaced, and their reports, for the status),
+/// shared by the interaction lanes, the assignment handler and the status reporter.
 #[derive(Debug, Clone, Default)]
 pub struct ClassTable {
     inner: Arc<RwLock<HashMap<ClassId, Arc<ActiveClass>>>>,
     previous: Arc<RwLock<HashMap<ClassId, Arc<ActiveClass>>>>,
+    reports: Arc<RwLock<HashMap<ClassId, ClassReport>>>,
 }
 
 impl ClassTable {
@@ -112,6 +121,21 @@ impl ClassTable {
     /// Every active class.
     pub fn all(&self) -> Vec<Arc<ActiveClass>> {
         self.read().values().cloned().collect()
+    }
+
+    /// Changes a class's report.
+    pub fn update_report(&self, class: &ClassId, change: impl FnOnce(&mut ClassReport)) {
+        let mut reports = self.reports.write().unwrap_or_else(|p| p.into_inner());
+        change(reports.entry(class.clone()).or_default());
+    }
+
+    /// Every class with a report, and its report.
+    pub fn reports(&self) -> Vec<(ClassId, ClassReport)> {
+        let reports = self.reports.read().unwrap_or_else(|p| p.into_inner());
+        reports
+            .iter()
+            .map(|(c, r)| (c.clone(), r.clone()))
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ClassId, Arc<ActiveClass>>> {

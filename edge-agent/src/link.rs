@@ -88,11 +88,20 @@ pub enum LinkState {
     Down,
 }
 
+/// The link's state, since when, and the last connection error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkCondition {
+    pub state: LinkState,
+    /// When the state last changed, in ms since the UNIX epoch.
+    pub since_ms: u64,
+    pub last_error: Option<String>,
+}
+
 /// The client side of a running link.
 #[derive(Clone)]
 pub struct LinkHandle {
     pub client: AsyncClient,
-    pub state: watch::Receiver<LinkState>,
+    pub condition: watch::Receiver<LinkCondition>,
     /// Reconnection attempts so far.
     pub reconnects: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -104,7 +113,7 @@ impl LinkHandle {
     }
 
     pub fn is_connected(&self) -> bool {
-        *self.state.borrow() == LinkState::Connected
+        self.condition.borrow().state == LinkState::Connected
     }
 }
 
@@ -133,12 +142,16 @@ pub fn start(settings: LinkSettings, capacity: usize) -> (LinkHandle, mpsc::Rece
     network.set_tcp_nodelay(true);
     network.set_connection_timeout(10);
     eventloop.set_network_options(network);
-    let (state_tx, state) = watch::channel(LinkState::Connecting);
+    let (state_tx, condition) = watch::channel(LinkCondition {
+        state: LinkState::Connecting,
+        since_ms: crate::interactions::now_ms(),
+        last_error: None,
+    });
     let (events, rx) = mpsc::channel(capacity.max(1));
     let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handle = LinkHandle {
         client: client.clone(),
-        state,
+        condition,
         reconnects: reconnects.clone(),
     };
     tokio::spawn(poll(
@@ -152,7 +165,7 @@ async fn poll(
     client: AsyncClient,
     mut eventloop: EventLoop,
     events: mpsc::Sender<LinkEvent>,
-    state: watch::Sender<LinkState>,
+    state: watch::Sender<LinkCondition>,
     reconnects: Arc<std::sync::atomic::AtomicU64>,
 ) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -173,7 +186,7 @@ async fn poll(
                         }
                     }
                 }
-                let _ = state.send(LinkState::Connected);
+                set_state(&state, LinkState::Connected, None);
                 tracing::info!(
                     link = settings.name,
                     session_present = ack.session_present,
@@ -189,7 +202,7 @@ async fn poll(
             Ok(_) => continue,
             Err(e) => {
                 let reason = e.to_string();
-                let _ = state.send(LinkState::Down);
+                set_state(&state, LinkState::Down, Some(reason.clone()));
                 reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(
                     link = settings.name,
@@ -204,7 +217,7 @@ async fn poll(
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                let _ = state.send(LinkState::Connecting);
+                set_state(&state, LinkState::Connecting, None);
                 continue;
             }
         };
@@ -213,4 +226,17 @@ async fn poll(
             return;
         }
     }
+}
+
+/// Records a state change; `error` replaces the last error when given, which is kept otherwise.
+fn set_state(condition: &watch::Sender<LinkCondition>, state: LinkState, error: Option<String>) {
+    condition.send_modify(|c| {
+        if c.state != state {
+            c.state = state;
+            c.since_ms = crate::interactions::now_ms();
+        }
+        if error.is_some() {
+            c.last_error = error;
+        }
+    });
 }

@@ -60,6 +60,7 @@ impl StatusReporter {
         let mut total = 0;
         let mut classes = Vec::new();
         let (mut active_devices, mut seen_devices) = (0, 0);
+        let reports: std::collections::HashMap<_, _> = p.classes.reports().into_iter().collect();
         for active in p.classes.all() {
             let interactions = active
                 .counters
@@ -81,12 +82,33 @@ impl StatusReporter {
                 rollout: None,
                 active: Some(active.reference.clone()),
                 previous: previous.map(|p| p.reference.clone()),
-                pending: None,
-                last_error: None,
+                pending: reports.get(&active.class).and_then(|r| r.pending.clone()),
+                last_error: reports
+                    .get(&active.class)
+                    .and_then(|r| r.last_error.clone()),
                 active_devices: recent,
                 seen_devices: seen,
                 interactions_per_sec: 0.0,
                 modules,
+            });
+        }
+        // Classes not (yet) running: a first module still downloading, or refused.
+        for (class, report) in reports {
+            if classes.iter().any(|c: &ClassStatus| c.class == class) {
+                continue;
+            }
+            classes.push(ClassStatus {
+                class,
+                generation: report.pending.as_ref().map(|p| p.generation),
+                rollout: None,
+                active: None,
+                previous: None,
+                pending: report.pending,
+                last_error: report.last_error,
+                active_devices: 0,
+                seen_devices: 0,
+                interactions_per_sec: 0.0,
+                modules: Vec::new(),
             });
         }
         let depth = p.store.outbox_depth().map(|d| d.entries).unwrap_or(0);
@@ -158,14 +180,15 @@ impl StatusReporter {
 }
 
 fn link_status(link: &LinkHandle) -> LinkStatus {
+    let condition = link.condition.borrow().clone();
     LinkStatus {
-        state: match *link.state.borrow() {
+        state: match condition.state {
             LinkState::Connected => StatusLinkState::Connected,
             LinkState::Connecting => StatusLinkState::Connecting,
             LinkState::Down => StatusLinkState::Disconnected,
         },
-        since_ms: 0,
+        since_ms: condition.since_ms,
         reconnects: link.reconnects.load(std::sync::atomic::Ordering::Relaxed),
-        last_error: None,
+        last_error: condition.last_error,
     }
 }

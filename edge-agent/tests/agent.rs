@@ -58,7 +58,7 @@ impl Fleet {
         )
         .unwrap();
         let (controller, events) = broker::client(cloud.mqtt_options("controller").unwrap(), 1000);
-        let controller_task = tokio::spawn(drain(events, None));
+        let controller_task = tokio::spawn(drain(events, None, None));
         let mut fleet = Fleet {
             devices,
             cloud,
@@ -169,7 +169,7 @@ impl Fleet {
     ) -> (AsyncClient, mpsc::Receiver<rumqttc::Publish>) {
         let (client, events) = broker::client(self.devices.mqtt_options(id).unwrap(), 1000);
         let (tx, rx) = mpsc::channel(10_000);
-        tokio::spawn(drain(events, Some(tx)));
+        tokio::spawn(drain(events, Some(tx), None));
         client.subscribe(subscribe, QoS::AtLeastOnce).await.unwrap();
         (client, rx)
     }
@@ -178,9 +178,8 @@ impl Fleet {
     async fn observe(&self, id: &str, filter: &str) -> mpsc::Receiver<rumqttc::Publish> {
         let (client, events) = broker::client(self.cloud.mqtt_options(id).unwrap(), 1000);
         let (tx, rx) = mpsc::channel(100_000);
-        tokio::spawn(drain(events, Some(tx)));
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        std::mem::forget(client);
+        tokio::spawn(drain(events, Some(tx), Some(client)));
         rx
     }
 }
@@ -224,8 +223,13 @@ impl Drop for Fleet {
     }
 }
 
-/// Polls an event loop (bounded: it ends when the connection does), forwarding publishes.
-async fn drain(mut events: rumqttc::EventLoop, tx: Option<mpsc::Sender<rumqttc::Publish>>) {
+/// Polls an event loop for up to two minutes, forwarding publishes; `_client` keeps the client (and
+/// so the connection) alive as long as the loop runs.
+async fn drain(
+    mut events: rumqttc::EventLoop,
+    tx: Option<mpsc::Sender<rumqttc::Publish>>,
+    _client: Option<AsyncClient>,
+) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(120) {
         match events.poll().await {
@@ -350,6 +354,9 @@ async fn bad_input_is_refused_with_an_event_and_the_agent_stays_healthy() {
     let fleet = Fleet::start().await;
     let mut events = fleet
         .observe("ops", &format!("ef/v1/node/{NODE}/event"))
+        .await;
+    let mut statuses = fleet
+        .observe("ops-status", &format!("ef/v1/node/{NODE}/status"))
         .await;
     let manifest = fleet
         .publish_module("echo", "1.0.0", &probe_wasm("echo"))
@@ -494,6 +501,32 @@ async fn bad_input_is_refused_with_an_event_and_the_agent_stays_healthy() {
     )
     .await;
     assert!(answer.payload.as_ref() == b"still" || answer.payload.as_ref() == b"hi");
+    // The status names the refused classes and why.
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no status with the refusals"
+        );
+        let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(500), statuses.recv()).await
+        else {
+            continue;
+        };
+        let status: NodeStatus = codec::decode(&message.payload, 1 << 20).unwrap();
+        let error_of = |class: &str| {
+            status
+                .classes
+                .iter()
+                .find(|c| c.class.as_str() == class)
+                .and_then(|c| c.last_error.clone())
+        };
+        if let (Some(tampered), Some(forged)) = (error_of("thermostat"), error_of("lock")) {
+            assert!(tampered.message.contains("chunk"), "{}", tampered.message);
+            assert!(forged.message.contains("signature"), "{}", forged.message);
+            break;
+        }
+    }
     // Healthy, ready, and every refusal counted.
     assert_eq!(fleet.http_get("/healthz").0, 200);
     assert_eq!(fleet.http_get("/readyz").0, 200);
