@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use edge_agent::classes::{ActiveClass, ClassHandler, ClassTable};
 use edge_agent::config::BrokerUrl;
-use edge_agent::interactions::{DeviceActivity, Interactions, Pipeline};
+use edge_agent::interactions::{DeviceActivity, EventThrottle, Interactions, Pipeline};
 use edge_agent::link::{self, LinkEvent, LinkSettings, Subscriptions};
 use edge_agent::metrics::AgentMetrics;
 use edge_agent::sandbox::{
@@ -176,6 +176,7 @@ async fn start_agent(
         outbox_ready: Arc::new(Notify::new()),
         max_payload_bytes: 64 * 1024,
         activity: DeviceActivity::default(),
+        throttle: EventThrottle::new(std::time::Duration::from_secs(10)),
     });
     let interactions = Interactions::start(pipeline, 4);
     let interactions = Arc::new(interactions);

@@ -25,7 +25,7 @@ use crate::assignments::Assignments;
 use crate::classes::ClassTable;
 use crate::config::AgentConfig;
 use crate::http::{self, Endpoints};
-use crate::interactions::{DeviceActivity, Interactions, Pipeline, now_ms};
+use crate::interactions::{DeviceActivity, EventThrottle, Interactions, Pipeline, now_ms};
 use crate::link::{self, LinkEvent, LinkSettings, Subscriptions};
 use crate::metrics::{AgentMetrics, LinkLabels};
 use crate::publisher::{self, UplinkSignal};
@@ -174,6 +174,7 @@ pub async fn run(
         outbox_ready: outbox_ready.clone(),
         max_payload_bytes: config.max_payload_bytes,
         activity: DeviceActivity::default(),
+        throttle: EventThrottle::new(std::time::Duration::from_secs(10)),
     });
 
     let mut assignments = Assignments::new(

@@ -54,6 +54,8 @@ pub struct Pipeline {
     pub max_payload_bytes: usize,
     /// When each device was last heard from.
     pub activity: DeviceActivity,
+    /// Limits events caused by device traffic.
+    pub throttle: EventThrottle,
 }
 
 /// When each device was last heard from (for the status' active-device counts).
@@ -178,11 +180,50 @@ impl Interactions {
         if let Some((class, device)) = ids {
             event = event.with_class(class).with_device(device);
         }
-        report(p, event);
+        report_traffic(p, event);
         // Acked: refusing it again on every redelivery would only repeat the event.
         if let Err(e) = p.device_link.ack(&publish).await {
             tracing::debug!("cannot ack a refused message: {e}");
         }
+    }
+}
+
+/// Events caused by device traffic (refused messages, failed interactions), at most one per class and
+/// kind per window: a chatty device with a broken handler must not fill the outbox with events and
+/// push real telemetry out. The rest are counted (`edgefleet_agent_events_suppressed_total`).
+#[derive(Debug)]
+pub struct EventThrottle {
+    window: std::time::Duration,
+    last: std::sync::Mutex<HashMap<(Option<ClassId>, EventKind), Instant>>,
+}
+
+impl EventThrottle {
+    pub fn new(window: std::time::Duration) -> EventThrottle {
+        EventThrottle {
+            window,
+            last: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn allows(&self, event: &AgentEvent) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (event.class.clone(), event.kind);
+        match last.get(&key) {
+            Some(at) if at.elapsed() < self.window => false,
+            _ => {
+                last.insert(key, Instant::now());
+                true
+            }
+        }
+    }
+}
+
+/// Reports an event caused by device traffic, subject to the pipeline's [`EventThrottle`].
+fn report_traffic(p: &Pipeline, event: AgentEvent) {
+    if p.throttle.allows(&event) {
+        report(p, event);
+    } else {
+        p.metrics.events_suppressed.inc();
     }
 }
 
@@ -263,7 +304,7 @@ async fn run_round(p: &Arc<Pipeline>, round: Vec<Routed>) {
             for message in messages {
                 let detail = format!("class {class} was withdrawn while the message waited");
                 p.metrics.refuse_message("unknown_class");
-                report(
+                report_traffic(
                     p,
                     AgentEvent::new(now_ms(), p.node.clone(), EventKind::UnknownClass, detail)
                         .with_class(class.clone())
@@ -381,7 +422,7 @@ fn commit(
                 InteractionError::Quarantined { .. } => EventKind::ModuleQuarantined,
                 _ => EventKind::InteractionFailed,
             };
-            report(
+            report_traffic(
                 p,
                 AgentEvent::new(now_ms(), p.node.clone(), kind, error.to_string())
                     .with_class(active.class.clone())
@@ -434,4 +475,53 @@ fn commit(
         topic,
         outcome.commands.into_iter().map(|c| c.into_vec()).collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(class: &str, kind: EventKind) -> AgentEvent {
+        AgentEvent::new(0, NodeId::new("n").unwrap(), kind, "x")
+            .with_class(ClassId::new(class).unwrap())
+    }
+
+    #[test]
+    fn the_throttle_lets_one_event_per_class_and_kind_through_per_window() {
+        let throttle = EventThrottle::new(std::time::Duration::from_secs(60));
+        assert!(throttle.allows(&event("a", EventKind::MalformedPayload)));
+        assert!(!throttle.allows(&event("a", EventKind::MalformedPayload)));
+        assert!(throttle.allows(&event("a", EventKind::InteractionFailed)));
+        assert!(throttle.allows(&event("b", EventKind::MalformedPayload)));
+        let instant = EventThrottle::new(std::time::Duration::ZERO);
+        assert!(instant.allows(&event("a", EventKind::MalformedPayload)));
+        assert!(instant.allows(&event("a", EventKind::MalformedPayload)));
+    }
+
+    #[test]
+    fn a_round_takes_each_device_once_in_arrival_order() {
+        fn routed(device: &str) -> Routed {
+            Routed {
+                class: ClassId::new("c").unwrap(),
+                device: DeviceId::new(device).unwrap(),
+                channel: ClassTopic::new("telemetry").unwrap(),
+                publish: Publish::new("t", QoS::AtLeastOnce, device.as_bytes().to_vec()),
+                arrived: Instant::now(),
+            }
+        }
+        let mut queue: VecDeque<Routed> = ["a", "b", "a", "c", "b", "a"]
+            .into_iter()
+            .map(routed)
+            .collect();
+        let devices = |round: &[Routed]| {
+            round
+                .iter()
+                .map(|r| r.device.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(devices(&take_round(&mut queue)), ["a", "b", "c"]);
+        assert_eq!(devices(&take_round(&mut queue)), ["a", "b"]);
+        assert_eq!(devices(&take_round(&mut queue)), ["a"]);
+        assert!(queue.is_empty());
+    }
 }

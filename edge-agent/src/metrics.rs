@@ -40,6 +40,7 @@ pub struct AgentMetrics {
     pub outbox_dropped: Counter,
     pub reconnects: Family<LinkLabels, Counter>,
     pub swaps: Counter,
+    pub events_suppressed: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -54,6 +55,7 @@ impl Default for AgentMetrics {
             outbox_dropped: Counter::default(),
             reconnects: Family::default(),
             swaps: Counter::default(),
+            events_suppressed: Counter::default(),
         }
     }
 }
