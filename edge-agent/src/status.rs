@@ -31,6 +31,7 @@ pub struct StatusReporter {
     pub agent_version: String,
     pub wasmedge_version: String,
     last_total: u64,
+    last_per_class: std::collections::HashMap<edgefleet_protocol::id::ClassId, u64>,
     last_at: Instant,
 }
 
@@ -49,6 +50,7 @@ impl StatusReporter {
             agent_version,
             wasmedge_version,
             last_total: 0,
+            last_per_class: std::collections::HashMap::new(),
             last_at: Instant::now(),
         }
     }
@@ -67,6 +69,11 @@ impl StatusReporter {
                 .interactions
                 .load(std::sync::atomic::Ordering::Relaxed);
             total += interactions;
+            let before = self
+                .last_per_class
+                .insert(active.class.clone(), interactions)
+                .unwrap_or(0);
+            let class_rate = interactions.saturating_sub(before) as f64 / elapsed;
             let seen = p.store.device_count(&active.class).unwrap_or(0) as u32;
             let recent = p.activity.active(&active.class, ACTIVE_WINDOW);
             active_devices += recent;
@@ -88,7 +95,7 @@ impl StatusReporter {
                     .and_then(|r| r.last_error.clone()),
                 active_devices: recent,
                 seen_devices: seen,
-                interactions_per_sec: 0.0,
+                interactions_per_sec: class_rate,
                 modules,
             });
         }
