@@ -717,9 +717,8 @@ async fn hot_swap_under_a_steady_stream_loses_nothing_and_repeats_nothing() {
     let up = "ef/v1/dev/counter/c-1/up/telemetry";
     let first = until_answered(&device, up, b"", &mut commands, Duration::from_secs(60)).await;
     let mut expected = u32::from_le_bytes(first.payload[..4].try_into().unwrap());
-    // The same counting logic as a new version (a different module: the probe with an extra data
-    // byte would do; here the same probe under a new version name makes a new sha only if bytes
-    // differ, so append a custom section).
+    // Version 2: the same counting logic with different bytes (an extra custom section `v2!`), so a
+    // different module with its own sha256 and compiled artefact.
     let mut v2_wasm = probe_wasm("state_counter");
     v2_wasm.extend_from_slice(&[0, 4, 3, b'v', b'2', b'!']);
     let v2 = fleet.publish_module("counter", "2.0.0", &v2_wasm).await;
