@@ -218,10 +218,6 @@ pub fn handle(
     Ok((state, outcome))
 }
 
-fn missing(what: &'static str, at: usize) -> decode::Error {
-    decode::Error::message(what).at(at)
-}
-
 impl<C> Encode<C> for Reading {
     fn encode<W: Write>(
         &self,
@@ -255,7 +251,7 @@ impl<'b, C> Decode<'b, C> for Reading {
             Ok(true)
         })?;
         if reading.pm25.is_none() && reading.co2.is_none() {
-            return Err(missing("missing pm25 and co2", at));
+            return Err(cbor::missing("missing pm25 and co2", at));
         }
         Ok(reading)
     }
@@ -392,9 +388,9 @@ impl<'b, C> Decode<'b, C> for AlertEvent {
             Ok(true)
         })?;
         Ok(AlertEvent {
-            metric: metric.ok_or_else(|| missing("missing metric", at))?,
-            average: average.ok_or_else(|| missing("missing average", at))?,
-            limit: limit.ok_or_else(|| missing("missing limit", at))?,
+            metric: metric.ok_or_else(|| cbor::missing("missing metric", at))?,
+            average: average.ok_or_else(|| cbor::missing("missing average", at))?,
+            limit: limit.ok_or_else(|| cbor::missing("missing limit", at))?,
         })
     }
 }
@@ -429,7 +425,7 @@ impl<'b, C> Decode<'b, C> for Ventilation {
             Some("on") => Ok(Ventilation::On),
             Some("off") => Ok(Ventilation::Off),
             Some(_) => Err(decode::Error::message("unknown vent").at(at)),
-            None => Err(missing("missing vent", at)),
+            None => Err(cbor::missing("missing vent", at)),
         }
     }
 }

@@ -111,6 +111,12 @@ fn f16_to_f64(bits: u16) -> f64 {
     if negative { -magnitude } else { magnitude }
 }
 
+/// The error for a required map key that is absent: `what` (e.g. "missing temp_c"), at the map's
+/// position `at`.
+pub fn missing(what: &'static str, at: usize) -> decode::Error {
+    decode::Error::message(what).at(at)
+}
+
 /// Visits the entries of a map with text keys (definite or indefinite length).
 ///
 /// `visit` is called with each key and the decoder positioned at its value; it decodes the values it

@@ -205,10 +205,6 @@ pub fn handle<'m>(
     })
 }
 
-fn missing(what: &'static str, at: usize) -> decode::Error {
-    decode::Error::message(what).at(at)
-}
-
 impl<C> Encode<C> for Attempt<'_> {
     fn encode<W: Write>(
         &self,
@@ -232,7 +228,7 @@ impl<'b, C> Decode<'b, C> for Attempt<'b> {
             Ok(true)
         })?;
         Ok(Attempt {
-            credential: credential.ok_or_else(|| missing("missing cred", at))?,
+            credential: credential.ok_or_else(|| cbor::missing("missing cred", at))?,
         })
     }
 }
@@ -380,13 +376,14 @@ impl<'b, C> Decode<'b, C> for Command {
         match action {
             Some("unlock") => Ok(Command::Unlock),
             Some("deny") => Ok(Command::Deny {
-                remaining_attempts: remaining.ok_or_else(|| missing("missing remaining", at))?,
+                remaining_attempts: remaining
+                    .ok_or_else(|| cbor::missing("missing remaining", at))?,
             }),
             Some("lockout") => Ok(Command::Lockout {
-                until_ms: until_ms.ok_or_else(|| missing("missing until_ms", at))?,
+                until_ms: until_ms.ok_or_else(|| cbor::missing("missing until_ms", at))?,
             }),
             Some(_) => Err(decode::Error::message("unknown action").at(at)),
-            None => Err(missing("missing action", at)),
+            None => Err(cbor::missing("missing action", at)),
         }
     }
 }
@@ -419,9 +416,9 @@ impl<'b, C> Decode<'b, C> for LockoutEvent<'b> {
             Ok(true)
         })?;
         Ok(LockoutEvent {
-            credential: credential.ok_or_else(|| missing("missing cred", at))?,
-            failed_attempts: failed_attempts.ok_or_else(|| missing("missing failed", at))?,
-            until_ms: until_ms.ok_or_else(|| missing("missing until_ms", at))?,
+            credential: credential.ok_or_else(|| cbor::missing("missing cred", at))?,
+            failed_attempts: failed_attempts.ok_or_else(|| cbor::missing("missing failed", at))?,
+            until_ms: until_ms.ok_or_else(|| cbor::missing("missing until_ms", at))?,
         })
     }
 }

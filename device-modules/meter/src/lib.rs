@@ -254,10 +254,6 @@ pub fn bench_stats(rounds: u32) -> f64 {
     total
 }
 
-fn missing(what: &'static str, at: usize) -> decode::Error {
-    decode::Error::message(what).at(at)
-}
-
 fn bounded_u16(
     d: &mut Decoder<'_>,
     range: core::ops::RangeInclusive<u16>,
@@ -294,7 +290,7 @@ impl<'b, C> Decode<'b, C> for Reading {
             Ok(true)
         })?;
         Ok(Reading {
-            wh: wh.ok_or_else(|| missing("missing wh", at))?,
+            wh: wh.ok_or_else(|| cbor::missing("missing wh", at))?,
         })
     }
 }
@@ -393,10 +389,10 @@ impl<'b, C> Decode<'b, C> for Anomaly {
             Ok(true)
         })?;
         Ok(Anomaly {
-            wh: wh.ok_or_else(|| missing("missing wh", at))?,
-            mean: mean.ok_or_else(|| missing("missing mean", at))?,
-            stddev: stddev.ok_or_else(|| missing("missing stddev", at))?,
-            sigmas: sigmas.ok_or_else(|| missing("missing sigmas", at))?,
+            wh: wh.ok_or_else(|| cbor::missing("missing wh", at))?,
+            mean: mean.ok_or_else(|| cbor::missing("missing mean", at))?,
+            stddev: stddev.ok_or_else(|| cbor::missing("missing stddev", at))?,
+            sigmas: sigmas.ok_or_else(|| cbor::missing("missing sigmas", at))?,
         })
     }
 }
@@ -434,11 +430,11 @@ impl<'b, C> Decode<'b, C> for Summary {
             Ok(true)
         })?;
         Ok(Summary {
-            samples: samples.ok_or_else(|| missing("missing samples", at))?,
-            mean: mean.ok_or_else(|| missing("missing mean", at))?,
-            stddev: stddev.ok_or_else(|| missing("missing stddev", at))?,
-            last: last.ok_or_else(|| missing("missing last", at))?,
-            seen: seen.ok_or_else(|| missing("missing seen", at))?,
+            samples: samples.ok_or_else(|| cbor::missing("missing samples", at))?,
+            mean: mean.ok_or_else(|| cbor::missing("missing mean", at))?,
+            stddev: stddev.ok_or_else(|| cbor::missing("missing stddev", at))?,
+            last: last.ok_or_else(|| cbor::missing("missing last", at))?,
+            seen: seen.ok_or_else(|| cbor::missing("missing seen", at))?,
         })
     }
 }

@@ -160,10 +160,6 @@ pub fn handle(message: &[u8], config: &[u8], state: Option<&[u8]>) -> Result<Out
     })
 }
 
-fn missing(what: &'static str, at: usize) -> decode::Error {
-    decode::Error::message(what).at(at)
-}
-
 impl<C> Encode<C> for Reading {
     fn encode<W: Write>(
         &self,
@@ -192,7 +188,7 @@ impl<'b, C> Decode<'b, C> for Reading {
             Ok(true)
         })?;
         Ok(Reading {
-            temp_c: temp_c.ok_or_else(|| missing("missing temp_c", at))?,
+            temp_c: temp_c.ok_or_else(|| cbor::missing("missing temp_c", at))?,
             setpoint_c,
         })
     }
@@ -255,7 +251,7 @@ impl<'b, C> Decode<'b, C> for State {
             Ok(true)
         })?;
         Ok(State {
-            mode: mode.ok_or_else(|| missing("missing mode", at))?,
+            mode: mode.ok_or_else(|| cbor::missing("missing mode", at))?,
         })
     }
 }
@@ -286,8 +282,8 @@ impl<'b, C> Decode<'b, C> for Command {
             Ok(true)
         })?;
         Ok(Command {
-            mode: mode.ok_or_else(|| missing("missing mode", at))?,
-            setpoint_c: setpoint_c.ok_or_else(|| missing("missing setpoint_c", at))?,
+            mode: mode.ok_or_else(|| cbor::missing("missing mode", at))?,
+            setpoint_c: setpoint_c.ok_or_else(|| cbor::missing("missing setpoint_c", at))?,
         })
     }
 }
@@ -320,9 +316,9 @@ impl<'b, C> Decode<'b, C> for Telemetry {
             Ok(true)
         })?;
         Ok(Telemetry {
-            temp_c: temp_c.ok_or_else(|| missing("missing temp_c", at))?,
-            setpoint_c: setpoint_c.ok_or_else(|| missing("missing setpoint_c", at))?,
-            mode: mode.ok_or_else(|| missing("missing mode", at))?,
+            temp_c: temp_c.ok_or_else(|| cbor::missing("missing temp_c", at))?,
+            setpoint_c: setpoint_c.ok_or_else(|| cbor::missing("missing setpoint_c", at))?,
+            mode: mode.ok_or_else(|| cbor::missing("missing mode", at))?,
         })
     }
 }
