@@ -130,6 +130,33 @@ pub fn compile(wasm: &[u8], out: &Path) -> Result<(), EngineError> {
     }
 }
 
+/// Loads and validates an AOT artefact made by [`compile`], with `conf` switched to AOT run mode
+/// (without it WasmEdge 0.17 ignores the native code). The caller owns the returned AST.
+fn load_aot(
+    conf: &Configure,
+    artefact: &Path,
+) -> Result<*mut ffi::WasmEdge_ASTModuleContext, EngineError> {
+    let path = c_path(artefact)?;
+    let mut ast = ptr::null_mut();
+    // SAFETY: loader and validator are created and deleted here; the AST is deleted here on failure
+    // and handed to the caller on success.
+    unsafe {
+        ffi::WasmEdge_ConfigureSetRunMode(conf.0, ffi::WasmEdge_RunMode_AOT);
+        let loader = ffi::WasmEdge_LoaderCreate(conf.0);
+        let result = ffi::WasmEdge_LoaderParseFromFile(loader, &mut ast, path.as_ptr());
+        ffi::WasmEdge_LoaderDelete(loader);
+        check("load the AOT artefact", result)?;
+        let validator = ffi::WasmEdge_ValidatorCreate(conf.0);
+        let result = ffi::WasmEdge_ValidatorValidate(validator, ast);
+        ffi::WasmEdge_ValidatorDelete(validator);
+        if let Err(e) = check("validate the module", result) {
+            ffi::WasmEdge_ASTModuleDelete(ast);
+            return Err(e);
+        }
+    }
+    Ok(ast)
+}
+
 /// A module loaded into this worker, ready to run interactions, each in a fresh instance.
 pub struct LoadedModule {
     conf: Configure,
@@ -178,24 +205,9 @@ impl LoadedModule {
         config: Vec<u8>,
     ) -> Result<LoadedModule, EngineError> {
         let conf = Configure::new();
-        let path = c_path(artefact)?;
-        let mut ast = ptr::null_mut();
-        // SAFETY: contexts are created and deleted here; `ast` is owned by the result on success.
-        unsafe {
-            ffi::WasmEdge_ConfigureSetRunMode(conf.0, ffi::WasmEdge_RunMode_AOT);
-            ffi::WasmEdge_ConfigureSetMaxMemoryPage(conf.0, u64::from(memory.max_pages));
-            let loader = ffi::WasmEdge_LoaderCreate(conf.0);
-            let result = ffi::WasmEdge_LoaderParseFromFile(loader, &mut ast, path.as_ptr());
-            ffi::WasmEdge_LoaderDelete(loader);
-            check("load the AOT artefact", result)?;
-            let validator = ffi::WasmEdge_ValidatorCreate(conf.0);
-            let result = ffi::WasmEdge_ValidatorValidate(validator, ast);
-            ffi::WasmEdge_ValidatorDelete(validator);
-            if let Err(e) = check("validate the module", result) {
-                ffi::WasmEdge_ASTModuleDelete(ast);
-                return Err(e);
-            }
-        }
+        // SAFETY: plain setting on a configuration owned here.
+        unsafe { ffi::WasmEdge_ConfigureSetMaxMemoryPage(conf.0, u64::from(memory.max_pages)) };
+        let ast = load_aot(&conf, artefact)?;
         let mut module = LoadedModule {
             conf,
             ast,
@@ -856,20 +868,10 @@ pub fn pin_fault_handlers(artefact: &Path) -> Result<(), EngineError> {
         entered: AtomicBool::new(false),
     }));
     let conf = Configure::new();
-    let path = c_path(artefact)?;
+    let ast = load_aot(&conf, artefact)?;
     // SAFETY: contexts created here are intentionally never deleted: the pin thread uses them until
     // the process exits.
     let contexts = unsafe {
-        ffi::WasmEdge_ConfigureSetRunMode(conf.0, ffi::WasmEdge_RunMode_AOT);
-        let loader = ffi::WasmEdge_LoaderCreate(conf.0);
-        let mut ast = ptr::null_mut();
-        let result = ffi::WasmEdge_LoaderParseFromFile(loader, &mut ast, path.as_ptr());
-        ffi::WasmEdge_LoaderDelete(loader);
-        check("load the pin module", result)?;
-        let validator = ffi::WasmEdge_ValidatorCreate(conf.0);
-        let result = ffi::WasmEdge_ValidatorValidate(validator, ast);
-        ffi::WasmEdge_ValidatorDelete(validator);
-        check("validate the pin module", result)?;
         let store = ffi::WasmEdge_StoreCreate();
         let executor = ffi::WasmEdge_ExecutorCreate(conf.0, ptr::null_mut());
         let imports = ffi::WasmEdge_ModuleInstanceCreate(wasm_string("edgefleet_pin"));

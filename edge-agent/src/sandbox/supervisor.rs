@@ -192,11 +192,7 @@ impl WorkerProcess {
         budget: Duration,
         deadline: Option<Instant>,
     ) -> Result<Response, Death> {
-        let body = edgefleet_protocol::codec::encode(request);
-        let mut frame = Vec::with_capacity(body.len() + 4);
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&body);
-        if let Err(e) = self.stdin.write_all(&frame) {
+        if let Err(e) = self.stdin.write_all(&wire::frame(request)) {
             return Err(self.died(None, format!("writing to it failed: {e}")));
         }
         // Most answers come within microseconds: spin briefly before sleeping in poll, because

@@ -57,17 +57,25 @@ pub enum Response {
     },
 }
 
-/// Writes one frame.
-pub fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
+/// One frame: the body's length as a little-endian `u32`, then the CBOR body.
+pub fn frame(message: &impl Serialize) -> Vec<u8> {
     let body = edgefleet_protocol::codec::encode(message);
-    if body.len() > MAX_FRAME {
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// Writes one frame, refusing one larger than [`MAX_FRAME`] (the reader would refuse it).
+pub fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
+    let frame = frame(message);
+    if frame.len() - 4 > MAX_FRAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("frame of {} bytes exceeds {MAX_FRAME}", body.len()),
+            format!("frame of {} bytes exceeds {MAX_FRAME}", frame.len() - 4),
         ));
     }
-    out.write_all(&(body.len() as u32).to_le_bytes())?;
-    out.write_all(&body)?;
+    out.write_all(&frame)?;
     out.flush()
 }
 
