@@ -19,10 +19,6 @@ use edge_agent::config::BrokerUrl;
 use edge_agent::interactions::{DeviceActivity, EventThrottle, Interactions, Pipeline};
 use edge_agent::link::{self, LinkEvent, LinkSettings, Subscriptions};
 use edge_agent::metrics::AgentMetrics;
-use edge_agent::sandbox::{
-    Interaction, InteractionError, ModuleSpec, Outcome, Sandbox, SandboxConfig, Upstream,
-    WorkerCommand,
-};
 use edge_agent::store::Store;
 use edgefleet_device_modules::{Handler, handler_wasm};
 use edgefleet_guest::cbor;
@@ -31,6 +27,10 @@ use edgefleet_protocol::digest::Sha256Digest;
 use edgefleet_protocol::id::{ClassId, NodeId};
 use edgefleet_protocol::manifest::ModuleRef;
 use edgefleet_protocol::topic;
+use edgefleet_sandbox::{
+    Interaction, InteractionError, ModuleSpec, Outcome, Sandbox, SandboxConfig, Upstream,
+    WorkerCommand,
+};
 use edgefleet_simulators::broker::{self, Broker};
 use rumqttc::{Event, Incoming, QoS};
 use tokio::sync::Notify;
@@ -359,7 +359,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = handler_wasm(Handler::Thermostat).expect("thermostat builds");
     let rows = runtime.block_on(async {
-        let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_edgefleet-sandbox-worker"));
+        let worker = WorkerCommand::beside_current_exe();
         let sandbox = Arc::new(
             Sandbox::start(SandboxConfig::new(worker, dir.path().join("artefacts"))).unwrap(),
         );

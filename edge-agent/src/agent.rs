@@ -29,9 +29,9 @@ use crate::interactions::{DeviceActivity, EventThrottle, Interactions, Pipeline,
 use crate::link::{self, LinkEvent, LinkSettings, Subscriptions};
 use crate::metrics::{AgentMetrics, LinkLabels};
 use crate::publisher::{self, UplinkSignal};
-use crate::sandbox::{Sandbox, SandboxConfig, WorkerCommand};
 use crate::status::StatusReporter;
 use crate::store::{OutboxLimits, Store, StoreOptions, WhenFull};
+use edgefleet_sandbox::{Sandbox, SandboxConfig, WorkerCommand};
 
 /// Largest packet the device link reads (see where it is used).
 const DEVICE_LINK_MAX_PACKET: usize = 16 << 20;
@@ -48,7 +48,7 @@ pub enum AgentError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Sandbox(#[from] crate::sandbox::StartError),
+    Sandbox(#[from] edgefleet_sandbox::StartError),
 }
 
 /// Runs the agent until `shutdown` completes, then drains and stops.
@@ -138,7 +138,7 @@ pub async fn run(
         config.node.clone(),
         agent_version.clone(),
         wasmedge_version.clone(),
-        crate::sandbox::admission::ABI_VERSION,
+        edgefleet_guest_abi::ABI_VERSION,
         started_at_ms,
         started_at_ms,
     );

@@ -29,8 +29,8 @@ use crate::classes::{ActiveClass, ClassHandler};
 use crate::interactions::{Pipeline, now_ms, report};
 use crate::link::{LinkHandle, Subscriptions};
 use crate::metrics::ReasonLabels;
-use crate::sandbox::ModuleSpec;
 use crate::store::ClassVersion;
+use edgefleet_sandbox::ModuleSpec;
 
 /// An assignment waiting for its module's chunks.
 struct Pending {

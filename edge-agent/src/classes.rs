@@ -15,7 +15,7 @@ use edgefleet_protocol::id::ClassId;
 use edgefleet_protocol::manifest::ModuleRef;
 use edgefleet_protocol::status::{ErrorReport, PendingModule};
 
-use crate::sandbox::{Interaction, InteractionError, ModuleHandle, Outcome};
+use edgefleet_sandbox::{Interaction, InteractionError, ModuleHandle, Outcome};
 
 /// A class with its running module version.
 #[derive(Debug)]

@@ -294,10 +294,7 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 
 /// The sandbox worker binary installed next to the agent's own.
 fn default_worker_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("edgefleet-sandbox-worker")))
-        .unwrap_or_else(|| PathBuf::from("edgefleet-sandbox-worker"))
+    edgefleet_sandbox::WorkerCommand::beside_current_exe().program
 }
 
 #[cfg(test)]

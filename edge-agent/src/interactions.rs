@@ -33,8 +33,8 @@ use tokio::sync::{Notify, mpsc};
 use crate::classes::{ActiveClass, ClassHandler, ClassTable};
 use crate::link::LinkHandle;
 use crate::metrics::{AgentMetrics, InteractionLabels};
-use crate::sandbox::{Interaction, InteractionError, Outcome, Sandbox};
 use crate::store::{OutboxEntry, Store};
+use edgefleet_sandbox::{Interaction, InteractionError, Outcome, Sandbox};
 
 /// Messages a lane takes into one round at most.
 const MAX_ROUND: usize = 64;

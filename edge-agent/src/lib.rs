@@ -14,6 +14,5 @@ pub mod interactions;
 pub mod link;
 pub mod metrics;
 pub mod publisher;
-pub mod sandbox;
 pub mod status;
 pub mod store;

@@ -128,7 +128,7 @@ impl StatusReporter {
             protocol_version: PROTOCOL_VERSION,
             agent_version: self.agent_version.clone(),
             wasmedge_version: self.wasmedge_version.clone(),
-            guest_abi_version: crate::sandbox::admission::ABI_VERSION,
+            guest_abi_version: edgefleet_guest_abi::ABI_VERSION,
             started_at_ms: self.started_at_ms,
             updated_at_ms: now_ms(),
             uplink: link_status(&self.uplink),

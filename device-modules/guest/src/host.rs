@@ -5,6 +5,8 @@
 //! both lengths) rather than truncated. Pointers and lengths cross the boundary as `i32`, as the ABI
 //! specifies; the host checks every range against the module's memory.
 
+use edgefleet_guest_abi::log_level;
+
 /// An input could not be read into the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadError {
@@ -36,11 +38,11 @@ fn text(bytes: &[u8]) -> Result<&str, ReadError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
 pub enum Level {
-    Error = 0,
-    Warn = 1,
-    Info = 2,
-    Debug = 3,
-    Trace = 4,
+    Error = log_level::ERROR,
+    Warn = log_level::WARN,
+    Info = log_level::INFO,
+    Debug = log_level::DEBUG,
+    Trace = log_level::TRACE,
 }
 
 #[cfg(any(target_arch = "wasm32", doc))]

@@ -46,22 +46,12 @@ pub use host::{
 };
 pub use minicbor;
 
-/// The guest ABI version this SDK implements: 1.
+/// The guest ABI this SDK implements (version 1), as defined once for host and guest.
 ///
-/// [`handler!`] writes it into the module's `edgefleet_abi` custom section (4 bytes, little-endian
-/// `u32`), and the host functions are imported from [`IMPORT_MODULE`]. An agent refuses a module built
-/// for another version at load time. A new version is a new import module (`edgefleet_v2`) and a new
-/// value here: a module never mixes two versions.
-pub const ABI_VERSION: u32 = 1;
-
-/// The name of the custom section declaring the ABI version.
-pub const ABI_SECTION: &str = "edgefleet_abi";
-
-/// The import module of the host functions for [`ABI_VERSION`].
-pub const IMPORT_MODULE: &str = "edgefleet_v1";
-
-/// The name of the export the agent calls once per interaction.
-pub const HANDLE_EXPORT: &str = "edgefleet_handle";
+/// [`handler!`] writes [`ABI_VERSION`] into the module's [`ABI_SECTION`] custom section (4 bytes,
+/// little-endian `u32`), and the host functions are imported from [`HOST_MODULE`]. An agent refuses a
+/// module built for another version at load time.
+pub use edgefleet_guest_abi::{ABI_SECTION, ABI_VERSION, HANDLE_EXPORT, HOST_MODULE};
 
 /// Why a handler refuses an interaction: the agent discards its outputs and reports the code.
 ///
@@ -123,7 +113,9 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::format;
 
     #[test]
     fn reject_codes_are_distinct_and_nonzero() {
@@ -137,9 +129,15 @@ mod tests {
         assert_eq!(codes, [1, 2, 3, 4]);
     }
 
+    /// `#[link_section]` and `#[link(wasm_import_module)]` take literals only: they must spell the
+    /// names of the shared ABI definition.
     #[test]
-    fn abi_section_holds_the_version_little_endian() {
+    fn literal_names_match_the_abi() {
+        let lib = include_str!("lib.rs");
+        let host = include_str!("host.rs");
+        assert!(lib.contains(&format!("link_section = \"{ABI_SECTION}\"")));
+        assert!(lib.contains(&format!("pub extern \"C\" fn {HANDLE_EXPORT}()")));
+        assert!(host.contains(&format!("wasm_import_module = \"{HOST_MODULE}\"")));
         assert_eq!(ABI_VERSION.to_le_bytes(), [1, 0, 0, 0]);
-        assert_eq!(IMPORT_MODULE, "edgefleet_v1");
     }
 }

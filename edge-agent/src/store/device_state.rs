@@ -78,8 +78,9 @@ mod tests {
 
     use edgefleet_protocol::{UpstreamMessage, codec};
 
+    use edgefleet_sandbox::WorkerCommand;
+
     use super::*;
-    use crate::sandbox::WorkerCommand;
     use crate::store::outbox::tests::{contents, upstream};
     use crate::store::{OutboxLimits, StoreOptions, WhenFull};
 
@@ -259,8 +260,17 @@ mod tests {
     fn run_writer_and_kill(dir: &std::path::Path, delay: Duration) -> u64 {
         // argv[0] is this test binary even when it runs through the sysroot's loader.
         let program = std::env::args_os().next().unwrap();
-        let mut writer = WorkerCommand::new(program)
-            .command(None)
+        // Through the same loader as sandbox workers (a private glibc's ld.so, when one is set).
+        let worker = WorkerCommand::new(program);
+        let mut writer = match worker.loader.split_first() {
+            Some((loader, args)) => {
+                let mut command = std::process::Command::new(loader);
+                command.args(args).arg(&worker.program);
+                command
+            }
+            None => std::process::Command::new(&worker.program),
+        };
+        let mut writer = writer
             .args([
                 "store::device_state::tests::crash_writer",
                 "--exact",

@@ -21,15 +21,14 @@ use edgefleet_protocol::ClassLimits;
 use thiserror::Error;
 use wasmedge_sys::ffi;
 
-use super::admission::{
-    self, HANDLE_EXPORT, HOST_MODULE, MEMORY_MODULE, MEMORY_NAME, MemoryLimits,
+use edgefleet_guest_abi::{
+    HANDLE_EXPORT, HOST_FUNCTIONS, HOST_MODULE, HostFunction, MAX_LOG_LINE_BYTES, MAX_LOG_LINES,
+    MEMORY_MODULE, MEMORY_NAME, ValType,
 };
-use super::interaction::{Interaction, InteractionError, LogLevel, LogLine, Outcome, Upstream};
+use edgefleet_sandbox::admission::MemoryLimits;
+use edgefleet_sandbox::{Interaction, InteractionError, LogLevel, LogLine, Outcome, Upstream};
 
 const PAGE: u64 = 64 * 1024;
-/// Log lines kept per interaction and their maximum length (docs/guest-abi.md).
-const MAX_LOG_LINES: usize = 32;
-const MAX_LOG_LINE_BYTES: usize = 512;
 
 /// Failures of the engine itself (compiling, loading), as opposed to an interaction's failure.
 #[derive(Debug, Error)]
@@ -452,7 +451,7 @@ fn build_runtime(
 
         let abi = ffi::WasmEdge_ModuleInstanceCreate(wasm_string(HOST_MODULE));
         runtime.imports.push(abi);
-        for f in admission::HOST_FUNCTIONS {
+        for f in HOST_FUNCTIONS {
             let Some(func) = implementation(f.name) else {
                 return Err(EngineError::WasmEdge {
                     action: "provide the host functions",
@@ -645,16 +644,16 @@ impl HostState {
 }
 
 /// A new `WasmEdge_FunctionTypeContext` for an ABI host function; the caller deletes it.
-fn function_type(f: &admission::HostFunction) -> *mut ffi::WasmEdge_FunctionTypeContext {
-    let raw = |types: &[wasmparser::ValType]| -> Vec<ffi::WasmEdge_ValType> {
+fn function_type(f: &HostFunction) -> *mut ffi::WasmEdge_FunctionTypeContext {
+    let raw = |types: &[ValType]| -> Vec<ffi::WasmEdge_ValType> {
         types
             .iter()
             .map(|t| {
                 // SAFETY: plain value constructors.
                 unsafe {
                     match t {
-                        wasmparser::ValType::I64 => ffi::WasmEdge_ValTypeGenI64(),
-                        _ => ffi::WasmEdge_ValTypeGenI32(),
+                        ValType::I64 => ffi::WasmEdge_ValTypeGenI64(),
+                        ValType::I32 => ffi::WasmEdge_ValTypeGenI32(),
                     }
                 }
             })
@@ -679,7 +678,7 @@ type RawHostFunc = unsafe extern "C" fn(
     *mut ffi::WasmEdge_Value,
 ) -> ffi::WasmEdge_Result;
 
-/// The implementation of each host function of [`admission::HOST_FUNCTIONS`], which holds their
+/// The implementation of each host function of [`HOST_FUNCTIONS`], which holds their
 /// names and types (shared with admission's import check).
 fn implementation(name: &str) -> Option<RawHostFunc> {
     Some(match name {
@@ -823,20 +822,12 @@ unsafe extern "C" fn host_now_ms(
     }
 }
 
-/// The fault-handler pin module, as bytes:
-/// `(module (import "edgefleet_pin" "park" (func $park)) (func (export "pin") (call $park)))`.
-pub const PIN_MODULE: &[u8] = &[
-    0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 2, 22, 1, 13, 101, 100, 103, 101, 102, 108,
-    101, 101, 116, 95, 112, 105, 110, 4, 112, 97, 114, 107, 0, 0, 3, 2, 1, 0, 7, 7, 1, 3, 112, 105,
-    110, 0, 1, 10, 6, 1, 4, 0, 16, 0, 11,
-];
-
 /// Keeps WasmEdge's fault handlers installed for the life of the process.
 ///
 /// WasmEdge 0.17.1 installs its SIGSEGV/SIGBUS/SIGFPE handlers when the first call into AOT code
 /// starts and restores the defaults when the last one ends (a process-wide count), which costs six
 /// `rt_sigaction` syscalls per call — about half of a warm call and a sixth of a fresh interaction
-/// here. A thread parked for good inside AOT code (the [`PIN_MODULE`] compiled to `artefact`, whose
+/// here. A thread parked for good inside AOT code (the [`PIN_MODULE`](edgefleet_sandbox::PIN_MODULE) compiled to `artefact`, whose
 /// export calls a host function that never returns) keeps the count above zero. This relies on an
 /// implementation detail of WasmEdge 0.17.1; `tests/fault_handler_pin.rs` checks that it holds.
 pub fn pin_fault_handlers(artefact: &Path) -> Result<(), EngineError> {

@@ -51,7 +51,31 @@ pub struct WorkerCommand {
     pub loader: Vec<OsString>,
 }
 
+/// The file name of the worker binary.
+const WORKER_BINARY: &str = "edgefleet-sandbox-worker";
+
 impl WorkerCommand {
+    /// The worker installed beside the running executable: in its directory, or in the parent
+    /// directory, which is where cargo puts binaries for the tests and benchmarks it runs from
+    /// `target/<profile>/deps/`. When neither exists, the first candidate (so that the start error
+    /// names where the worker was expected).
+    pub fn beside_current_exe() -> WorkerCommand {
+        let exe = std::env::current_exe().unwrap_or_default();
+        let candidates: Vec<PathBuf> = exe
+            .ancestors()
+            .skip(1)
+            .take(2)
+            .map(|dir| dir.join(WORKER_BINARY))
+            .collect();
+        let program = candidates
+            .iter()
+            .find(|path| path.is_file())
+            .or(candidates.first())
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(WORKER_BINARY));
+        WorkerCommand::new(program)
+    }
+
     /// The worker at `program`, run through `$EDGEFLEET_SANDBOX_LOADER` when that is set.
     pub fn new(program: impl Into<PathBuf>) -> WorkerCommand {
         let loader = std::env::var_os("EDGEFLEET_SANDBOX_LOADER")

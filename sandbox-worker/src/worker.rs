@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, poll};
 
-use super::engine::{self, LoadedModule};
-use super::progress::Progress;
+use edgefleet_sandbox::progress::Progress;
+use edgefleet_sandbox::wire::{Request, Response, read_frame, write_frame};
+
+use crate::engine::{self, LoadedModule};
 /// How long the worker spins on its pipe before it sleeps. Shorter than the driver's: on a small
 /// machine spinning workers take CPU from the other workers (measured on 2 vCPUs: 15 µs halves the
 /// idle round trip and costs a fifth of batched throughput; 50 µs cost a third).
 const WORKER_SPIN: Duration = Duration::from_micros(15);
-use super::wire::{Request, Response, read_frame, write_frame};
 
 /// Serves requests until stdin closes. Returns an error only when the pipe itself fails.
 pub fn serve(progress: Progress) -> io::Result<()> {

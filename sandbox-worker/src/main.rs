@@ -1,16 +1,18 @@
-//! The sandbox worker process of the edge agent. Started by the agent's sandbox supervisor, not by
-//! hand: see `edge_agent::sandbox`.
+//! The sandbox worker process. Started by the sandbox supervisor (`edgefleet_sandbox::Sandbox`), not
+//! by hand.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use edge_agent::sandbox::{engine, progress::Progress, worker};
+use edgefleet_sandbox::progress::Progress;
+use edgefleet_sandbox_worker::{engine, worker};
 
-/// Runs device-class handler modules in fresh WasmEdge instances for the edge agent's sandbox.
+/// Runs device-class handler modules in fresh WasmEdge instances for an edgefleet sandbox.
 ///
-/// The agent starts and supervises these processes itself; running one by hand is only useful for
+/// The sandbox (in the agent, or a controller or CLI running test vectors) starts and supervises
+/// these processes itself; running one by hand is only useful for
 /// `version` and `compile`.
 #[derive(Parser)]
 #[command(version)]

@@ -13,14 +13,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edge_agent::sandbox::engine::{self, LoadedModule};
-use edge_agent::sandbox::{
-    Interaction, InteractionError, ModuleHandle, ModuleSpec, Outcome, Sandbox, SandboxConfig,
-    WorkerCommand, admission,
-};
 use edgefleet_device_modules::{Handler, handler_wasm, hostile_wasm, probe_wasm};
 use edgefleet_guest::cbor;
 use edgefleet_protocol::ClassLimits;
+use edgefleet_sandbox::{
+    Interaction, InteractionError, ModuleHandle, ModuleSpec, Outcome, Sandbox, SandboxConfig,
+    WorkerCommand, admission,
+};
+use edgefleet_sandbox_worker::engine::{self, LoadedModule};
 use edgefleet_thermostat::{Mode, Reading, State};
 
 /// One row of the table.
@@ -210,7 +210,7 @@ fn main() {
     for pinned in [false, true] {
         if pinned {
             let pin = dir.path().join("pin.so");
-            engine::compile(engine::PIN_MODULE, &pin).expect("pin compiles");
+            engine::compile(edgefleet_sandbox::PIN_MODULE, &pin).expect("pin compiles");
             engine::pin_fault_handlers(&pin).expect("pin holds");
         }
         let how = if pinned {

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use edge_agent::sandbox::{
+use edgefleet_device_modules::{hostile_wasm, probe_wasm};
+use edgefleet_protocol::ClassLimits;
+use edgefleet_sandbox::{
     CompileError, Interaction, InteractionError, LoadError, ModuleHandle, ModuleSpec, Sandbox,
     SandboxConfig, WorkerCommand,
 };
-use edgefleet_device_modules::{hostile_wasm, probe_wasm};
-use edgefleet_protocol::ClassLimits;
 
 fn artefact_dir() -> PathBuf {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

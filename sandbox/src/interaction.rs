@@ -6,6 +6,7 @@
 //! at all when the interaction fails. That is what lets the sandbox run it in a worker process with no
 //! disk, and re-run it on another worker when the one it was queued on dies.
 
+use edgefleet_guest_abi::log_level;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -69,10 +70,10 @@ impl LogLevel {
     /// The level for an ABI level number; out-of-range numbers clamp to the nearest level.
     pub fn from_abi(level: i32) -> LogLevel {
         match level {
-            i32::MIN..=0 => LogLevel::Error,
-            1 => LogLevel::Warn,
-            2 => LogLevel::Info,
-            3 => LogLevel::Debug,
+            i32::MIN..=log_level::ERROR => LogLevel::Error,
+            log_level::WARN => LogLevel::Warn,
+            log_level::INFO => LogLevel::Info,
+            log_level::DEBUG => LogLevel::Debug,
             _ => LogLevel::Trace,
         }
     }

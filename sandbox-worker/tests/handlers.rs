@@ -5,14 +5,14 @@
 
 use std::sync::OnceLock;
 
-use edge_agent::sandbox::engine::{self, LoadedModule};
-use edge_agent::sandbox::{
-    Interaction, InteractionError, ModuleSpec, Sandbox, SandboxConfig, WorkerCommand, admission,
-};
 use edgefleet_device_modules::{Handler, handler_wasm};
 use edgefleet_guest::cbor;
 use edgefleet_guest::minicbor::Encode;
 use edgefleet_protocol::ClassLimits;
+use edgefleet_sandbox::{
+    Interaction, InteractionError, ModuleSpec, Sandbox, SandboxConfig, WorkerCommand, admission,
+};
+use edgefleet_sandbox_worker::engine::{self, LoadedModule};
 
 /// One interaction's inputs.
 #[derive(Clone, Default)]

@@ -3,10 +3,10 @@
 //! This test (its own process, since the pin is for good) checks both halves, so that a WasmEdge
 //! upgrade that changes the behaviour is noticed.
 
-use edge_agent::sandbox::engine::{self, LoadedModule};
-use edge_agent::sandbox::{Interaction, admission};
 use edgefleet_device_modules::probe_wasm;
 use edgefleet_protocol::ClassLimits;
+use edgefleet_sandbox::{Interaction, admission};
+use edgefleet_sandbox_worker::engine::{self, LoadedModule};
 
 fn sigsegv_is_default() -> bool {
     // SAFETY: queries the current disposition only (no new action).
@@ -44,7 +44,7 @@ fn a_parked_aot_call_keeps_the_fault_handlers_installed() {
     );
 
     let pin = dir.path().join("pin.so");
-    engine::compile(engine::PIN_MODULE, &pin).unwrap();
+    engine::compile(edgefleet_sandbox::PIN_MODULE, &pin).unwrap();
     engine::pin_fault_handlers(&pin).unwrap();
     assert!(
         !sigsegv_is_default(),

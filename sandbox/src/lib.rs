@@ -1,7 +1,8 @@
-//! The sandbox: runs every device interaction in a fresh WasmEdge instance, in worker processes.
+//! The host side of the sandbox: runs every device interaction in a fresh WasmEdge instance, in
+//! worker processes (the `edgefleet-sandbox-worker` crate), without linking WasmEdge itself.
 //!
 //! ```text
-//!  caller (agent)                         worker processes (WasmEdge, AOT)
+//!  caller (agent, controller, CLI)        worker processes (WasmEdge, AOT)
 //!  ─────────────                          ────────────────────────────────
 //!  Sandbox::load ── admission ── AOT compile (short-lived process, cached on disk)
 //!  Sandbox::run_batch ── queue ── driver thread ══ pipe ══ worker: fresh instance per interaction
@@ -11,7 +12,8 @@
 //! * [`admission`] checks a module before anything runs it (ABI version, imports, memory, tables)
 //!   and rewrites a module that defines its memory into one that imports it.
 //! * [`artefacts`] compiles admitted modules ahead of time and caches the native code.
-//! * [`engine`] (worker side only) instantiates the module afresh for each interaction.
+//! * the worker's `engine` (in `edgefleet-sandbox-worker`) instantiates the module afresh for each
+//!   interaction; [`wire`] and [`progress`] are the protocol both sides share.
 //! * [`supervisor`] runs the worker processes, enforces time budgets and replaces dead workers.
 //! * [`breaker`] quarantines a module that keeps failing.
 //!
@@ -21,13 +23,11 @@
 pub mod admission;
 pub mod artefacts;
 pub mod breaker;
-pub mod engine;
 pub mod interaction;
 pub mod metrics;
 pub mod progress;
 pub mod supervisor;
 pub mod wire;
-pub mod worker;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +49,14 @@ pub use supervisor::WorkerCommand;
 use artefacts::ArtefactCache;
 use breaker::Breaker;
 use supervisor::{Driver, Job};
+
+/// The fault-handler pin module the worker parks a thread in (see the worker's `engine::pin_fault_handlers`), as bytes:
+/// `(module (import "edgefleet_pin" "park" (func $park)) (func (export "pin") (call $park)))`.
+pub const PIN_MODULE: &[u8] = &[
+    0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 2, 22, 1, 13, 101, 100, 103, 101, 102, 108,
+    101, 101, 116, 95, 112, 105, 110, 4, 112, 97, 114, 107, 0, 0, 3, 2, 1, 0, 7, 7, 1, 3, 112, 105,
+    110, 0, 1, 10, 6, 1, 4, 0, 16, 0, 11,
+];
 
 /// How a sandbox runs.
 #[derive(Debug, Clone)]
@@ -142,7 +150,7 @@ impl LoadError {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(
-        "cannot run the sandbox worker {program:?}: {detail}. Build it (cargo build -p edge-agent) and check that WasmEdge 0.17 is installed (scripts/setup.sh)"
+        "cannot run the sandbox worker {program:?}: {detail}. Build it (cargo build -p edgefleet-sandbox-worker, in the same profile as its caller) and check that WasmEdge 0.17 is installed (scripts/setup.sh)"
     )]
     Worker { program: PathBuf, detail: String },
     #[error("cannot use the artefact directory {dir:?}: {source}")]
@@ -210,7 +218,7 @@ impl Sandbox {
         // unpinned (slower, not less safe) if it cannot be compiled.
         let pin = cache
             .ensure(
-                engine::PIN_MODULE,
+                PIN_MODULE,
                 &config.worker,
                 config.compile_timeout,
                 config.compile_memory_cap,
