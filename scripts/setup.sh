@@ -2,8 +2,9 @@
 # One-command setup for building and testing edgefleet on Debian 12 (run as root).
 #
 # Installs: libclang (bindgen in wasmedge-sys), mosquitto (tests start their own broker),
-# openssl + patchelf (tooling), the wasm32-unknown-unknown Rust target, and the WasmEdge 0.17.1
-# C library + headers under $EDGEFLEET_WASMEDGE_PREFIX (default /opt/edgefleet/wasmedge).
+# openssl + patchelf (tooling), the wasm32-unknown-unknown Rust target, cargo-fuzz (scripts/fuzz.sh),
+# and the WasmEdge 0.17.1 C library + headers under $EDGEFLEET_WASMEDGE_PREFIX (default
+# /opt/edgefleet/wasmedge).
 #
 # WasmEdge: a system-installed 0.17.x (official installer in /usr/local or ~/.wasmedge, or a distro
 # with glibc >= 2.43) is used when present. Otherwise the pinned Debian sid packages are unpacked into a
@@ -15,6 +16,7 @@ set -euo pipefail
 
 WASMEDGE_VERSION=0.17.1
 SID_PIN=0.17.1-1+b1
+CARGO_FUZZ_VERSION=0.13.2
 PREFIX=${EDGEFLEET_WASMEDGE_PREFIX:-/opt/edgefleet/wasmedge}
 # The closure of libwasmedge0 in sid (apt-cache depends --recurse), see docs/architecture.md.
 SID_PACKAGES=(gcc-16-base libbsd0 libc6 libedit2 libffi8 libfmt11 libgcc-s1 libllvm21 libmd0
@@ -48,6 +50,16 @@ else
   say "adding Rust target wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown
 fi
+
+# --- cargo-fuzz for scripts/fuzz.sh (its targets build with the nightly toolchain) -------------
+if [ -x "$HOME/.cargo/bin/cargo-fuzz" ] || command -v cargo-fuzz >/dev/null 2>&1; then
+  say "cargo-fuzz present"
+else
+  say "installing cargo-fuzz $CARGO_FUZZ_VERSION (cargo install)"
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+fi
+rustup toolchain list | grep -q '^nightly' ||
+  say "warning: no nightly Rust toolchain; scripts/fuzz.sh needs one (rustup toolchain install nightly)"
 
 # --- WasmEdge 0.17.1 ---------------------------------------------------------------------------
 # Layout used by .cargo/config.toml and scripts/wasmedge-run:

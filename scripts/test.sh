@@ -12,3 +12,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzz smoke"
+# A few seconds per fuzz target (scripts/fuzz.sh, its own workspace under fuzz/): every target
+# builds, starts from its seeds and survives a short run.
+scripts/fuzz.sh 5
