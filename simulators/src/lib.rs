@@ -3,7 +3,8 @@
 //! Today: [`pki`], a certificate authority made at test time (broker and client certificates, PEM
 //! files, rustls client configurations), and [`broker`], a real mosquitto per test on a free
 //! loopback port, plain or with mutual TLS, that can be stopped and started again with its
-//! persistent sessions. Tests of the agent, the controller and the simulators use them.
+//! persistent sessions, and can run the broker configurations shipped in `brokers/` (their access
+//! rules and limits). Tests of the agent, the controller and the simulators use them.
 //!
 //! Next (see the open issues): simulated MQTT devices of the device-module classes, thousands at a
 //! time, for tests, demos and benchmarks.
@@ -11,5 +12,5 @@
 pub mod broker;
 pub mod pki;
 
-pub use broker::{Broker, BrokerError, BrokerOptions};
+pub use broker::{Broker, BrokerError, BrokerOptions, Shipped};
 pub use pki::{Authority, Identity, PkiError, TlsFiles};
