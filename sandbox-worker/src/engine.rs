@@ -524,57 +524,71 @@ impl HostState {
         unsafe { &*self.interaction }
     }
 
-    /// Guest memory `[ptr, ptr + len)`, or a trap when it is out of bounds.
+    /// Guest memory `[ptr, ptr + len)` for the host function `what`, or a trap when `len` is
+    /// negative or the range is not inside memory (docs/guest-abi.md). `ptr` is an unsigned offset
+    /// (a wasm32 address is the i32's bit pattern); the end is computed in 64 bits, so `ptr + len`
+    /// cannot wrap around, and a zero-length range must still start inside memory (or at its end),
+    /// as for WebAssembly's own bulk-memory instructions.
     #[allow(clippy::mut_from_ref)] // the memory belongs to WasmEdge, not to HostState: see SAFETY
-    fn guest(&self, ptr: i32, len: i32) -> Result<&mut [u8], InteractionError> {
-        let (offset, len) = (ptr as u32, len as u32);
+    fn guest(&self, what: &str, ptr: i32, len: i32) -> Result<&mut [u8], InteractionError> {
+        let Ok(len) = u32::try_from(len) else {
+            return Err(InteractionError::Trap {
+                message: format!("{what}: negative length {len}"),
+            });
+        };
+        let offset = u64::from(ptr as u32);
+        // SAFETY: plain accessor; the memory is the running interaction's (set by `begin`).
+        let size = unsafe { ffi::WasmEdge_MemoryInstanceGetPageSize(self.memory) } * PAGE;
+        let outside = || InteractionError::Trap {
+            message: format!(
+                "{what}: memory range {offset}+{len} is outside the {size}-byte memory"
+            ),
+        };
+        if offset + u64::from(len) > size {
+            return Err(outside());
+        }
         if len == 0 {
             return Ok(&mut []);
         }
-        // SAFETY: WasmEdge checks the range against the memory's current size and returns NULL when
-        // it does not fit; the slice is used before control returns to the guest.
-        let base = unsafe {
-            ffi::WasmEdge_MemoryInstanceGetPointer(self.memory, u64::from(offset), u64::from(len))
-        };
+        // SAFETY: the range is inside the memory's current size (checked above, and WasmEdge checks
+        // it again, returning NULL when it does not fit); the slice is used before control returns
+        // to the guest, so the memory cannot grow (move) or go away meanwhile.
+        let base =
+            unsafe { ffi::WasmEdge_MemoryInstanceGetPointer(self.memory, offset, u64::from(len)) };
         if base.is_null() {
-            return Err(InteractionError::Trap {
-                message: format!("host call with out-of-bounds memory range {offset}+{len}"),
-            });
+            return Err(outside());
         }
         // SAFETY: see above.
         Ok(unsafe { std::slice::from_raw_parts_mut(base, len as usize) })
     }
 
-    /// The "copy" convention: returns the value's length, copies it only when it fits in `cap`.
-    fn copy_out(&self, value: &[u8], ptr: i32, cap: i32) -> Result<i32, InteractionError> {
-        if cap < 0 {
-            return Err(InteractionError::Trap {
-                message: format!("host call with negative buffer capacity {cap}"),
-            });
-        }
-        if value.len() <= cap as usize {
-            self.guest(ptr, value.len() as i32)?.copy_from_slice(value);
+    /// The "copy" convention: checks the whole buffer `[ptr, ptr + cap)` first, then returns the
+    /// value's length (`-1` for an absent value) and copies the value only when it fits in `cap`.
+    fn copy_out(
+        &self,
+        what: &str,
+        value: Option<&[u8]>,
+        ptr: i32,
+        cap: i32,
+    ) -> Result<i32, InteractionError> {
+        let buffer = self.guest(what, ptr, cap)?;
+        let Some(value) = value else {
+            return Ok(-1);
+        };
+        if let Some(prefix) = buffer.get_mut(..value.len()) {
+            prefix.copy_from_slice(value);
         }
         Ok(value.len() as i32)
     }
 
-    fn guest_bytes(&self, ptr: i32, len: i32, what: &str) -> Result<Vec<u8>, InteractionError> {
-        if len < 0 {
-            return Err(InteractionError::Trap {
-                message: format!("{what} with negative length {len}"),
-            });
-        }
-        Ok(self.guest(ptr, len)?.to_vec())
-    }
-
-    fn count_output(&mut self, len: i32) -> Result<(), InteractionError> {
+    fn count_output(&mut self, len: usize) -> Result<(), InteractionError> {
         self.outputs += 1;
         if self.outputs > self.limits.max_outputs {
             return Err(InteractionError::OutputLimit {
                 detail: format!("more than {} outputs", self.limits.max_outputs),
             });
         }
-        if len as u32 > self.limits.max_output_bytes {
+        if len > self.limits.max_output_bytes as usize {
             return Err(InteractionError::OutputLimit {
                 detail: format!(
                     "a {len}-byte payload; the class allows {} bytes",
@@ -585,9 +599,12 @@ impl HostState {
         Ok(())
     }
 
+    // Every effect checks its ranges before anything else: a call naming memory outside the guest's
+    // is a trap whatever else is wrong with it (its size, the output count, its topic).
+
     fn command(&mut self, ptr: i32, len: i32) -> Result<(), InteractionError> {
-        self.count_output(len)?;
-        let payload = self.guest_bytes(ptr, len, "command")?;
+        let payload = self.guest("command", ptr, len)?.to_vec();
+        self.count_output(payload.len())?;
         self.outcome.commands.push(payload.into());
         Ok(())
     }
@@ -599,9 +616,10 @@ impl HostState {
         ptr: i32,
         len: i32,
     ) -> Result<(), InteractionError> {
-        self.count_output(len)?;
-        let topic = self.guest_bytes(topic_ptr, topic_len, "publish topic")?;
-        let topic = String::from_utf8_lossy(&topic).into_owned();
+        let topic = self.guest("publish topic", topic_ptr, topic_len)?;
+        let topic = String::from_utf8_lossy(topic).into_owned();
+        let payload = self.guest("publish", ptr, len)?.to_vec();
+        self.count_output(payload.len())?;
         let allowed = edgefleet_protocol::topic::is_class_topic(&topic)
             && self
                 .limits
@@ -611,36 +629,52 @@ impl HostState {
         if !allowed {
             return Err(InteractionError::ForbiddenTopic { topic });
         }
-        let payload = self.guest_bytes(ptr, len, "publish")?;
         self.outcome.upstream.push(Upstream { topic, payload });
         Ok(())
     }
 
     fn state_set(&mut self, ptr: i32, len: i32) -> Result<(), InteractionError> {
-        if len as u32 > self.limits.max_state_bytes {
+        let state = self.guest("state_set", ptr, len)?;
+        if state.len() > self.limits.max_state_bytes as usize {
             return Err(InteractionError::StateLimit {
-                size: u64::from(len as u32),
+                size: state.len() as u64,
                 limit: self.limits.max_state_bytes,
             });
         }
-        let state = self.guest_bytes(ptr, len, "state_set")?;
+        let state = state.to_vec();
         self.outcome.new_state = Some(state.into());
         Ok(())
     }
 
     fn log(&mut self, level: i32, ptr: i32, len: i32) -> Result<(), InteractionError> {
+        let line = self.guest("log", ptr, len)?;
         if self.outcome.logs.len() >= MAX_LOG_LINES {
             self.outcome.dropped_logs += 1;
             return Ok(());
         }
-        let len = len.clamp(0, MAX_LOG_LINE_BYTES as i32);
-        let text = String::from_utf8_lossy(self.guest(ptr, len)?).into_owned();
+        let text = log_text(line);
         self.outcome.logs.push(LogLine {
             level: LogLevel::from_abi(level),
             text,
         });
         Ok(())
     }
+}
+
+/// A log line as kept: its first [`MAX_LOG_LINE_BYTES`] bytes as UTF-8, invalid sequences replaced,
+/// and cut again on a character boundary if the replacements (3 bytes each) made it longer, so that
+/// a kept line is never more than [`MAX_LOG_LINE_BYTES`] bytes.
+fn log_text(line: &[u8]) -> String {
+    let mut text =
+        String::from_utf8_lossy(&line[..line.len().min(MAX_LOG_LINE_BYTES)]).into_owned();
+    if text.len() > MAX_LOG_LINE_BYTES {
+        let mut end = MAX_LOG_LINE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// A new `WasmEdge_FunctionTypeContext` for an ABI host function; the caller deletes it.
@@ -735,7 +769,7 @@ fn i32_value(v: i32) -> Option<ffi::WasmEdge_Value> {
 }
 
 macro_rules! copy_host_fn {
-    ($name:ident, |$host:ident| $value:expr) => {
+    ($name:ident, $what:literal, |$host:ident| $value:expr) => {
         unsafe extern "C" fn $name(
             data: *mut c_void,
             _frame: *const ffi::WasmEdge_CallingFrameContext,
@@ -749,7 +783,7 @@ macro_rules! copy_host_fn {
                     params,
                     returns,
                     |$host: &mut HostState, [ptr, cap]| {
-                        $host.copy_out($value, ptr, cap).map(i32_value)
+                        $host.copy_out($what, $value, ptr, cap).map(i32_value)
                     },
                 )
             }
@@ -757,30 +791,21 @@ macro_rules! copy_host_fn {
     };
 }
 
-copy_host_fn!(host_message, |host| &host.interaction().payload);
-copy_host_fn!(host_device_id, |host| host.interaction().device.as_bytes());
-copy_host_fn!(host_channel, |host| host.interaction().channel.as_bytes());
-copy_host_fn!(host_config, |host| &host.config);
-
-unsafe extern "C" fn host_state_get(
-    data: *mut c_void,
-    _frame: *const ffi::WasmEdge_CallingFrameContext,
-    params: *const ffi::WasmEdge_Value,
-    returns: *mut ffi::WasmEdge_Value,
-) -> ffi::WasmEdge_Result {
-    // SAFETY: called by WasmEdge with this function's type and data (see host_call).
-    unsafe {
-        host_call(
-            data,
-            params,
-            returns,
-            |host: &mut HostState, [ptr, cap]| match &host.interaction().state {
-                Some(state) => host.copy_out(state, ptr, cap).map(i32_value),
-                None => Ok(i32_value(-1)),
-            },
-        )
-    }
-}
+copy_host_fn!(host_message, "message", |host| Some(
+    &host.interaction().payload
+));
+copy_host_fn!(host_device_id, "device_id", |host| Some(
+    host.interaction().device.as_bytes()
+));
+copy_host_fn!(host_channel, "channel", |host| Some(
+    host.interaction().channel.as_bytes()
+));
+copy_host_fn!(host_config, "config", |host| Some(&host.config));
+copy_host_fn!(host_state_get, "state_get", |host| host
+    .interaction()
+    .state
+    .as_deref()
+    .map(|state| &state[..]));
 
 macro_rules! effect_host_fn {
     ($name:ident, $n:literal, |$host:ident, $args:pat_param| $body:expr) => {

@@ -238,6 +238,68 @@ fn traps_and_limit_violations_are_typed_and_the_worker_stays() {
 }
 
 #[test]
+fn every_host_call_with_a_range_outside_memory_traps_before_any_other_check() {
+    // The cases of device-modules/hostile/out_of_bounds_host_calls.wat (its header lists them), and
+    // the host function each one's trap must name.
+    let traps = [
+        "log",
+        "log",
+        "log",
+        "log",
+        "command",
+        "command",
+        "command",
+        "command",
+        "publish topic",
+        "publish",
+        "publish",
+        "publish topic",
+        "publish",
+        "state_set",
+        "state_set",
+        "state_set",
+        "message",
+        "message",
+        "message",
+        "device_id",
+        "channel",
+        "config",
+        "state_get",
+    ];
+    let sandbox = sandbox();
+    let pids = sandbox.worker_pids();
+    let name = "out_of_bounds_host_calls";
+    let module = load(&sandbox, name, &hostile_wasm(name), ClassLimits::default());
+    let cases: Vec<_> = (0..=traps.len() as u8)
+        .map(|case| message("d1", &[case], None))
+        .collect();
+    let results = sandbox.run_batch(&module, cases);
+
+    let inside = results[0].as_ref().expect("case 0 stays inside memory");
+    let texts: Vec<&str> = inside.logs.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, ["\u{fffd}".repeat(170).as_str(), ""]);
+    assert_eq!(
+        inside
+            .commands
+            .iter()
+            .map(|c| c.as_slice())
+            .collect::<Vec<_>>(),
+        [&[0u8; 4][..]]
+    );
+    for (case, (result, function)) in results[1..].iter().zip(traps).enumerate() {
+        let case = case + 1;
+        match result {
+            Err(InteractionError::Trap { message }) => assert!(
+                message.starts_with(&format!("{function}: ")),
+                "case {case}: the trap names {function}: {message}"
+            ),
+            other => panic!("case {case} ({function}) must trap, got {other:?}"),
+        }
+    }
+    assert_eq!(sandbox.worker_pids(), pids, "a trap costs no worker");
+}
+
+#[test]
 fn a_memory_bomb_gets_no_more_than_its_class_allows() {
     let sandbox = sandbox();
     let limits = ClassLimits {

@@ -185,6 +185,7 @@ wat_set!(
         "big_memory",
         "huge_table",
         "state_bomb",
+        "out_of_bounds_host_calls",
     ]
 );
 

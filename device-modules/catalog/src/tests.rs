@@ -292,6 +292,15 @@ fn hostile_modules_carry_their_violation() {
         module("unknown_import").function_imports("edgefleet_v1"),
         BTreeSet::from(["launch_missiles"])
     );
+    let every_host_function_with_memory: BTreeSet<&str> = abi_v1_functions()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|&name| name != "now_ms")
+        .collect();
+    assert_eq!(
+        module("out_of_bounds_host_calls").function_imports("edgefleet_v1"),
+        every_host_function_with_memory
+    );
     let wrong_abi = module("wrong_abi");
     assert_eq!(wrong_abi.function_imports("edgefleet_v1"), BTreeSet::new());
     assert_eq!(
