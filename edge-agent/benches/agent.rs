@@ -14,10 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use edge_agent::activity::DeviceActivity;
 use edge_agent::classes::{ActiveClass, ClassHandler, ClassTable};
 use edge_agent::config::BrokerUrl;
-use edge_agent::interactions::{DeviceActivity, EventThrottle, Interactions, Pipeline};
-use edge_agent::link::{self, LinkEvent, LinkSettings, Subscriptions};
+use edge_agent::context::Context;
+use edge_agent::events::EventThrottle;
+use edge_agent::intake::IntakeLimits;
+use edge_agent::interactions::Interactions;
+use edge_agent::link::{Link, LinkSettings, Subscriptions};
 use edge_agent::metrics::AgentMetrics;
 use edge_agent::store::Store;
 use edgefleet_device_modules::{Handler, handler_wasm};
@@ -67,6 +71,15 @@ fn native_thermostat(interaction: &Interaction) -> Result<Outcome, InteractionEr
         });
     }
     Ok(result)
+}
+
+/// The default limits, with a per-device budget the benchmark's load stays within.
+fn bench_limits() -> ClassLimits {
+    ClassLimits {
+        device_rate_per_s: 100_000,
+        device_burst: 100_000,
+        ..ClassLimits::default()
+    }
 }
 
 fn reading(temp_c: f32) -> Vec<u8> {
@@ -142,13 +155,25 @@ async fn start_agent(
             sha256: Sha256Digest::of(b"bench"),
         },
         generation: 1,
-        limits: ClassLimits::default(),
+        limits: bench_limits(),
         handler,
         counters: Default::default(),
     });
     let subscriptions = Subscriptions::default();
     subscriptions.add(topic::ALL_DEVICES_UP_FILTER.to_string());
-    let (device_link, mut events) = link::start(
+    let ctx = Arc::new(Context {
+        node: NodeId::new("bench").unwrap(),
+        sandbox,
+        store,
+        classes,
+        metrics: Arc::new(AgentMetrics::default()),
+        outbox_ready: Arc::new(Notify::new()),
+        activity: DeviceActivity::new(Duration::from_secs(60)),
+        throttle: EventThrottle::new(Duration::from_secs(10)),
+    });
+    let interactions = Interactions::new(ctx, IntakeLimits::default(), 64 * 1024);
+    let sink = interactions.clone();
+    let device_link = Link::start(
         LinkSettings {
             name: "device",
             broker: BrokerUrl {
@@ -161,35 +186,23 @@ async fn start_agent(
             persistent_session: true,
             subscriptions,
             last_will: None,
-            max_packet_bytes: 1 << 20,
+            max_incoming_bytes: 1 << 20,
+            max_outgoing_bytes: 1 << 20,
             manual_acks: true,
         },
-        4096,
+        Box::new(move |publish| sink.offer(publish)),
+        None,
     );
-    let pipeline = Arc::new(Pipeline {
-        node: NodeId::new("bench").unwrap(),
-        sandbox,
-        store,
-        classes,
-        device_link,
-        metrics: Arc::new(AgentMetrics::default()),
-        outbox_ready: Arc::new(Notify::new()),
-        max_payload_bytes: 64 * 1024,
-        activity: DeviceActivity::default(),
-        throttle: EventThrottle::new(std::time::Duration::from_secs(10)),
-    });
-    let interactions = Interactions::start(pipeline, 4);
-    let interactions = Arc::new(interactions);
-    let accept = interactions.clone();
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            if let LinkEvent::Message(publish) = event {
-                accept.accept(publish).await;
-            }
-        }
-    });
-    // Wait until the link is up.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    interactions.attach(device_link.clone());
+    interactions.start_lanes(4);
+    let mut condition = device_link.watch();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        condition.wait_for(|c| c.connections > 0),
+    )
+    .await
+    .expect("the device link connects")
+    .unwrap();
     interactions
 }
 

@@ -1,40 +1,66 @@
-//! Wires the agent together and runs it until SIGTERM (or the given shutdown future).
+//! Wires the agent together, runs it until SIGTERM (or the given shutdown future), and stops it in
+//! order.
 //!
 //! ```text
-//! device broker ◄──► device link ──► Interactions (lanes) ──► Sandbox workers
-//!                         ▲                 │
-//!                         └── commands ◄────┤ commit: Store (state + outbox), flush
-//! cloud broker  ◄──► uplink ──► Assignments (verify, fetch, compile, swap)
-//!                      ▲  └───► publisher ◄── outbox
-//!                      └────── status (retained, last will offline)
+//! device broker ◄──► device link ──offer──► Interactions (intake, lanes) ──► Sandbox workers
+//!                         ▲                        │
+//!                         └─ commands, acks ◄──────┤ commit: Store (state + outbox), flush
+//! cloud broker  ◄──► uplink ──try_send──► assignment task (verify, fetch, compile, swap)
+//!                      ▲  ▲
+//!                      │  └── Outbound ◄── publisher ◄── outbox
+//!                      └───── status (retained, last will offline)
+//! watchdog (1 s): intake and faults ─► Health (/readyz) and metrics
 //! ```
+//!
+//! **Shutdown**: stop taking device messages (new ones stay unacknowledged for the next run), let the
+//! lanes finish what the intake holds (bounded), flush, give the publisher a moment, publish the
+//! "offline" status, disconnect; every task is stopped through one `watch` and awaited.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use edgefleet_protocol::codec;
 use edgefleet_protocol::id::NodeId;
 use edgefleet_protocol::signing::TrustAnchor;
 use edgefleet_protocol::status::NodeStatus;
 use edgefleet_protocol::topic::{self, Topic};
+use edgefleet_protocol::wire::{MAX_DEVICE_PAYLOAD_BYTES, MAX_UPLINK_PACKET_BYTES};
+use edgefleet_sandbox::{Sandbox, SandboxConfig, WorkerCommand};
 use prometheus_client::registry::Registry;
 use rumqttc::{LastWill, QoS};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
+use crate::activity::DeviceActivity;
 use crate::assignments::Assignments;
 use crate::classes::ClassTable;
+use crate::clock::now_ms;
 use crate::config::AgentConfig;
+use crate::context::Context;
+use crate::events::EventThrottle;
+use crate::health::{self, Health};
 use crate::http::{self, Endpoints};
-use crate::interactions::{DeviceActivity, EventThrottle, Interactions, Pipeline, now_ms};
-use crate::link::{self, LinkEvent, LinkSettings, Subscriptions};
+use crate::intake::IntakeLimits;
+use crate::interactions::Interactions;
+use crate::link::{Link, LinkSettings, Outbound, Subscriptions};
 use crate::metrics::{AgentMetrics, LinkLabels};
-use crate::publisher::{self, UplinkSignal};
+use crate::publisher;
 use crate::status::StatusReporter;
 use crate::store::{OutboxLimits, Store, StoreOptions, WhenFull};
-use edgefleet_sandbox::{Sandbox, SandboxConfig, WorkerCommand};
 
-/// Largest packet the device link reads (see where it is used).
-const DEVICE_LINK_MAX_PACKET: usize = 16 << 20;
+/// Room for the topic and the MQTT header on top of a payload, in bytes.
+const TOPIC_ROOM: usize = 1024;
+/// Uplink messages (assignments, module chunks) waiting for the assignment task, at most.
+const ASSIGNMENT_QUEUE: usize = 256;
+/// How long shutdown waits for the lanes to finish what the intake holds.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the outbox to drain.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Devices heard from within this window count as active.
+const ACTIVE_WINDOW: Duration = Duration::from_secs(60);
+/// The window of the event throttle.
+const EVENT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,29 +84,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     edgefleet_protocol::tls::install_crypto_provider();
     let started_at_ms = now_ms();
-    let tls = match &config.tls {
-        Some(files) => {
-            let read = |what, path: &std::path::Path| {
-                std::fs::read(path).map_err(|e| AgentError::File {
-                    what,
-                    path: path.to_path_buf(),
-                    detail: e.to_string(),
-                })
-            };
-            let client = edgefleet_protocol::tls::client_config_from_pem(
-                &read("the CA certificate", &files.ca)?,
-                &read("the client certificate", &files.cert)?,
-                &read("the client key", &files.key)?,
-            )
-            .map_err(|e| AgentError::File {
-                what: "TLS material",
-                path: files.cert.clone(),
-                detail: e.to_string(),
-            })?;
-            Some(Arc::new(client))
-        }
-        None => None,
-    };
+    let tls = tls_config(&config)?;
     let trust = TrustAnchor::load(&config.trust_anchor).map_err(|e| AgentError::File {
         what: "the controller's public keys",
         path: config.trust_anchor.clone(),
@@ -111,27 +115,50 @@ pub async fn run(
     metrics.register(&mut registry);
     sandbox.metrics().register(&mut registry);
 
+    let ctx = Arc::new(Context {
+        node: config.node.clone(),
+        sandbox,
+        store: store.clone(),
+        classes: ClassTable::default(),
+        metrics: metrics.clone(),
+        outbox_ready: Arc::new(Notify::new()),
+        activity: DeviceActivity::new(ACTIVE_WINDOW),
+        throttle: EventThrottle::new(EVENT_WINDOW),
+    });
+    let (stop_tx, stop) = watch::channel(false);
+
     // Every device on the device broker is this node's (one agent per device broker): messages of
     // classes not assigned here are refused and reported rather than left unseen.
     let device_subscriptions = Subscriptions::default();
     device_subscriptions.add(topic::ALL_DEVICES_UP_FILTER.to_string());
-    let (device_link, mut device_events) = link::start(
+    let interactions = Interactions::new(
+        ctx.clone(),
+        IntakeLimits::default(),
+        config.max_payload_bytes,
+    );
+    let sink = interactions.clone();
+    let device_link = Link::start(
         LinkSettings {
             name: "device",
             broker: config.device_broker.clone(),
             client_id: format!("{}-devices", config.node),
             tls: tls.clone(),
             persistent_session: true,
-            subscriptions: device_subscriptions.clone(),
+            subscriptions: device_subscriptions,
             last_will: None,
-            // Far above max_payload_bytes on purpose: rumqttc drops the connection on a packet over
-            // its limit, and the broker would redeliver it forever. Oversized payloads are read,
-            // refused and acked instead; the broker's max_packet_size is the hard limit.
-            max_packet_bytes: DEVICE_LINK_MAX_PACKET,
+            // The protocol's cap, which the shipped device broker enforces (brokers/device,
+            // max_packet_size): a payload over max_payload_bytes but within it is read, refused and
+            // acked. A larger packet would drop this connection (and, at QoS 1, come again), so
+            // the broker's cap must not exceed this one.
+            max_incoming_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
+            max_outgoing_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
             manual_acks: true,
         },
-        1024,
+        Box::new(move |publish| sink.offer(publish)),
+        None,
     );
+    interactions.attach(device_link.clone());
+
     let uplink_subscriptions = Subscriptions::default();
     uplink_subscriptions.add(topic::node_assignment_filter(&config.node));
     let will = NodeStatus::last_will(
@@ -142,7 +169,11 @@ pub async fn run(
         started_at_ms,
         started_at_ms,
     );
-    let (uplink, mut uplink_events) = link::start(
+    let (assignment_tx, assignment_rx) = mpsc::channel(ASSIGNMENT_QUEUE);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let sink_overflowed = overflowed.clone();
+    let outbound = Arc::new(Outbound::default());
+    let uplink = Link::start(
         LinkSettings {
             name: "uplink",
             broker: config.uplink_broker.clone(),
@@ -157,140 +188,146 @@ pub async fn run(
                 QoS::AtLeastOnce,
                 true,
             )),
-            max_packet_bytes: edgefleet_protocol::wire::MAX_UPLINK_PACKET_BYTES,
+            max_incoming_bytes: MAX_UPLINK_PACKET_BYTES,
+            max_outgoing_bytes: MAX_UPLINK_PACKET_BYTES,
             manual_acks: false,
         },
-        1024,
-    );
-
-    let outbox_ready = Arc::new(Notify::new());
-    let pipeline = Arc::new(Pipeline {
-        node: config.node.clone(),
-        sandbox: sandbox.clone(),
-        store: store.clone(),
-        classes: ClassTable::default(),
-        device_link: device_link.clone(),
-        metrics: metrics.clone(),
-        outbox_ready: outbox_ready.clone(),
-        max_payload_bytes: config.max_payload_bytes,
-        activity: DeviceActivity::default(),
-        throttle: EventThrottle::new(std::time::Duration::from_secs(10)),
-    });
-
-    let mut assignments = Assignments::new(
-        pipeline.clone(),
-        trust,
-        uplink.clone(),
-        uplink_subscriptions,
-    );
-    assignments.restore().await;
-
-    let (signals, signal_rx) = mpsc::channel(1024);
-    tokio::spawn(publisher::run(
-        store.clone(),
-        uplink.clone(),
-        signal_rx,
-        outbox_ready.clone(),
-        metrics.clone(),
-    ));
-    let uplink_metrics = metrics.clone();
-    let uplink_task = tokio::spawn(async move {
-        while let Some(event) = uplink_events.recv().await {
-            let signal = match event {
-                LinkEvent::Message(publish) => {
-                    assignments.handle(&publish.topic, &publish.payload).await;
-                    continue;
-                }
-                LinkEvent::Connected { .. } => UplinkSignal::Connected,
-                LinkEvent::Disconnected { .. } => {
-                    uplink_metrics
-                        .reconnects
-                        .get_or_create(&LinkLabels {
-                            link: "uplink".into(),
-                        })
-                        .inc();
-                    UplinkSignal::Disconnected
-                }
-                LinkEvent::Sent { pkid } => UplinkSignal::Sent { pkid },
-                LinkEvent::Acked { pkid } => UplinkSignal::Acked { pkid },
-            };
-            if signals.send(signal).await.is_err() {
-                return;
+        // Assignments and module chunks are retained: one dropped here comes again after the
+        // reconnect that the assignment task asks for when it sees the overflow.
+        Box::new(move |publish| {
+            if assignment_tx.try_send(publish).is_err() {
+                sink_overflowed.store(true, Ordering::Release);
             }
-        }
-    });
-    let status = StatusReporter::new(
-        pipeline.clone(),
+        }),
+        Some(outbound.clone()),
+    );
+
+    let mut assignments =
+        Assignments::new(ctx.clone(), trust, uplink.clone(), uplink_subscriptions);
+    assignments.restore().await;
+    let assignment_task = tokio::spawn(assignments.run(assignment_rx, overflowed, stop.clone()));
+    let publisher_task = tokio::spawn(publisher::run(
+        ctx.clone(),
         uplink.clone(),
+        outbound,
+        stop.clone(),
+    ));
+    let status = StatusReporter::new(
+        ctx.clone(),
+        uplink.clone(),
+        device_link.clone(),
         started_at_ms,
         agent_version,
         wasmedge_version,
     );
-    let status_task = tokio::spawn(status.run(config.status_interval));
-    let endpoints = Arc::new(Endpoints {
-        registry,
-        device_link: device_link.clone(),
-    });
+    let status_task = tokio::spawn(status.run(config.status_interval, stop.clone()));
+    let health = Arc::new(Health::default());
+    let watchdog_task = tokio::spawn(watchdog(
+        interactions.clone(),
+        health.clone(),
+        metrics.clone(),
+        [device_link.clone(), uplink.clone()],
+        config.stall_after,
+        stop.clone(),
+    ));
+    let endpoints = Arc::new(Endpoints { registry, health });
     let listen = config.listen;
     let http_task = tokio::spawn(async move {
         if let Err(e) = http::serve(listen, endpoints).await {
             tracing::error!(%listen, "cannot serve health and metrics: {e}");
         }
     });
-
-    let interactions = Interactions::start(pipeline.clone(), config.workers * 2);
-    let device_metrics = metrics.clone();
-    let device_task = tokio::spawn(async move {
-        while let Some(event) = device_events.recv().await {
-            match event {
-                LinkEvent::Message(publish) => interactions.accept(publish).await,
-                LinkEvent::Disconnected { .. } => {
-                    device_metrics
-                        .reconnects
-                        .get_or_create(&LinkLabels {
-                            link: "device".into(),
-                        })
-                        .inc();
-                }
-                _ => {}
-            }
-        }
-    });
+    let lanes = interactions.start_lanes(config.workers * 2);
     tracing::info!(node = %config.node, "agent running");
 
     shutdown.await;
-    tracing::info!("shutting down: draining in-flight interactions");
-    // Stop taking device messages; what was taken finishes (or, unacked, comes again later).
-    device_task.abort();
-    let _ = device_link.client.disconnect().await;
-    let drain_until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while metrics.queue_depth.get() > 0 && std::time::Instant::now() < drain_until {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    tracing::info!("shutting down: draining the intake");
+    interactions.close();
+    let left = interactions.drain(Instant::now() + DRAIN_TIMEOUT).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "messages not handled before the drain timeout; the broker delivers QoS 1 ones again"
+        );
+    }
+    for lane in lanes {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, lane).await;
     }
     store.flush_async().await?;
-    // Give the publisher a moment to hand over what is queued, then say goodbye properly.
-    let publish_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let publish_until = Instant::now() + PUBLISH_TIMEOUT;
     while store.outbox_depth().map(|d| d.entries).unwrap_or(0) > 0
         && uplink.is_connected()
-        && std::time::Instant::now() < publish_until
+        && Instant::now() < publish_until
     {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        ctx.outbox_ready.notify_one();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    for task in [assignment_task, publisher_task, status_task, watchdog_task] {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     let _ = uplink
-        .client
-        .publish(
-            status_topic(&config.node),
-            QoS::AtLeastOnce,
-            true,
-            codec::encode(&will),
-        )
+        .publish_status(status_topic(&config.node), codec::encode(&will))
         .await;
-    let _ = uplink.client.disconnect().await;
-    status_task.abort();
+    uplink.disconnect().await;
+    device_link.disconnect().await;
     http_task.abort();
-    uplink_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Looks at the agent once per [`health::WATCH_INTERVAL`]: readiness, and the link counters.
+async fn watchdog(
+    interactions: Arc<Interactions>,
+    health: Arc<Health>,
+    metrics: Arc<AgentMetrics>,
+    links: [Link; 2],
+    stall_after: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let [device_link, uplink] = links;
+    loop {
+        let seen = interactions.observe(device_link.is_connected());
+        health.record(health::assess(&seen, stall_after), &metrics);
+        for (name, link) in [("device", &device_link), ("uplink", &uplink)] {
+            let counter = metrics
+                .reconnects
+                .get_or_create(&LinkLabels { link: name.into() });
+            counter.inc_by(link.reconnects().saturating_sub(counter.get()));
+        }
+        let redeliveries = device_link.redeliveries();
+        metrics
+            .redeliveries
+            .inc_by(redeliveries.saturating_sub(metrics.redeliveries.get()));
+        tokio::select! {
+            _ = tokio::time::sleep(health::WATCH_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn tls_config(config: &AgentConfig) -> Result<Option<Arc<rustls::ClientConfig>>, AgentError> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let read = |what, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| AgentError::File {
+            what,
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })
+    };
+    let client = edgefleet_protocol::tls::client_config_from_pem(
+        &read("the CA certificate", &files.ca)?,
+        &read("the client certificate", &files.cert)?,
+        &read("the client key", &files.key)?,
+    )
+    .map_err(|e| AgentError::File {
+        what: "TLS material",
+        path: files.cert.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok(Some(Arc::new(client)))
 }
 
 fn status_topic(node: &NodeId) -> String {

@@ -1,19 +1,34 @@
-//! Applying the controller's signed assignments: verify, fetch the module, compile, switch in.
+//! Applying the controller's signed assignments: verify, fetch the module, compile, switch in — in a
+//! task of its own, so the uplink's polling task never waits for a download or a compile.
 //!
 //! ```text
-//! ef/v1/node/<node>/assign/<class> (retained, Signed<Assignment>)
+//! uplink sink ─try_send─► run(): ef/v1/node/<node>/assign/<class> (retained, Signed<Assignment>)
 //!   ─► signature (trust anchor) ─► target node/class ─► generation newer than the applied one?
 //!   ─► module in the store? else subscribe ef/v1/module/<sha>/chunk/+ and assemble, each chunk
 //!      checked against the signed manifest, the blob against its sha256 and size
-//!   ─► Sandbox::load (admission + AOT compile, off the async runtime)
-//!   ─► store: swap the class's version (one transaction) ─► ClassTable::swap
+//!   ─► Sandbox::load (admission + AOT compile, off the async threads)
+//!   ─► store: swap the class's version (one transaction) ─► ClassTable::swap ─► garbage collection
 //! ```
-//! Any failure keeps the version that runs now and is reported as an event and a metric. On start
-//! the stored assignments are verified again and their modules loaded from the store and the
-//! artefact cache: no download, no recompilation.
+//!
+//! * Any failure keeps the version that runs now and is reported as an event, in the class's status
+//!   and as `edgefleet_agent_refused_assignments_total{reason}` ([`AssignmentError::reason`]).
+//! * **Restarts heal.** On start the stored assignments are verified again and their modules loaded
+//!   from the store (and the artefact cache). A class that does not come back is retried with
+//!   backoff ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]); when its blob is missing or corrupt the blob is
+//!   fetched again. A redelivered assignment of the current generation re-activates a class that is
+//!   not running.
+//! * **Downloads** time out after [`DOWNLOAD_TIMEOUT`] without progress, and are cancelled when a newer
+//!   generation of the class supersedes them; a redelivered assignment joins the download under way
+//!   instead of starting another.
+//! * **Disk stays bounded**: after every switch, blobs no class references (as active or previous
+//!   version) are removed, and compiled artefacts of modules no longer loaded.
+//! * When the uplink sink had to drop a message (this task's queue was full), the task asks the
+//!   uplink to reconnect: assignments and chunks are retained, so they come again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use edgefleet_protocol::assignment::{Assignment, Freshness, HandlerSpec};
 use edgefleet_protocol::digest::Sha256Digest;
@@ -23,50 +38,154 @@ use edgefleet_protocol::manifest::ModuleAssembly;
 use edgefleet_protocol::signing::{Signed, TrustAnchor};
 use edgefleet_protocol::status::{ErrorReport, PendingModule};
 use edgefleet_protocol::topic::{self, Topic};
-use rumqttc::QoS;
+use edgefleet_sandbox::{LoadError, ModuleSpec};
+use rumqttc::Publish;
+use tokio::sync::{mpsc, watch};
 
 use crate::classes::{ActiveClass, ClassHandler};
-use crate::interactions::{Pipeline, now_ms, report};
-use crate::link::{LinkHandle, Subscriptions};
+use crate::clock::now_ms;
+use crate::context::Context;
+use crate::events::report;
+use crate::link::{Link, Subscriptions};
 use crate::metrics::ReasonLabels;
 use crate::store::ClassVersion;
-use edgefleet_sandbox::ModuleSpec;
 
-/// An assignment waiting for its module's chunks.
-struct Pending {
+/// A download that received no chunk for this long is given up (and retried on the next delivery
+/// of the assignment).
+pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// First wait before a class that failed to restore is tried again.
+pub const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// Longest wait between two restore attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How often timeouts and retries are looked at.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Why an assignment (or its module) was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignmentError {
+    #[error("not a signed assignment: {0}")]
+    Decode(String),
+    #[error("refused signature: {0}")]
+    Signature(String),
+    #[error("invalid assignment: {0}")]
+    Invalid(String),
+    #[error("generation {generation} is older than the applied {applied}: a replay")]
+    Stale { generation: u64, applied: u64 },
+    #[error("the store failed: {0}")]
+    Store(String),
+    #[error("bad module manifest: {0}")]
+    Manifest(String),
+    #[error("module {module} chunk {index} refused: {detail}")]
+    Chunk {
+        module: Sha256Digest,
+        index: u32,
+        detail: String,
+    },
+    #[error("module {0} is not in the store")]
+    MissingBlob(Sha256Digest),
+    #[error("no chunk of module {module} arrived for {DOWNLOAD_TIMEOUT:?}: download given up")]
+    DownloadTimeout { module: Sha256Digest },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the module load task failed: {0}")]
+    Task(String),
+    #[error("the stored assignment no longer verifies: {0}")]
+    StoredAssignment(String),
+}
+
+impl AssignmentError {
+    /// A short stable name for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AssignmentError::Decode(_) | AssignmentError::Signature(_) => "signature",
+            AssignmentError::Invalid(_) => "invalid",
+            AssignmentError::Stale { .. } => "stale",
+            AssignmentError::Store(_) => "store",
+            AssignmentError::Manifest(_) => "manifest",
+            AssignmentError::Chunk { .. } => "chunk",
+            AssignmentError::MissingBlob(_) => "missing_blob",
+            AssignmentError::DownloadTimeout { .. } => "download_timeout",
+            AssignmentError::Load(e) => e.kind(),
+            AssignmentError::Task(_) => "task",
+            AssignmentError::StoredAssignment(_) => "stored_assignment",
+        }
+    }
+
+    /// Whether fetching the blob again can help (it is missing, or not the bytes it should be).
+    fn refetch_helps(&self) -> bool {
+        matches!(
+            self,
+            AssignmentError::MissingBlob(_)
+                | AssignmentError::Load(LoadError::DigestMismatch { .. })
+        )
+    }
+
+    fn event_kind(&self) -> EventKind {
+        match self {
+            AssignmentError::Manifest(_)
+            | AssignmentError::Chunk { .. }
+            | AssignmentError::MissingBlob(_)
+            | AssignmentError::DownloadTimeout { .. }
+            | AssignmentError::Load(_) => EventKind::ModuleRefused,
+            _ => EventKind::AssignmentRejected,
+        }
+    }
+}
+
+/// A verified assignment with the bytes it was signed as.
+#[derive(Debug, Clone)]
+struct Verified {
+    assignment: Assignment,
+    signed: Vec<u8>,
+}
+
+/// A module being downloaded.
+struct Download {
     assembly: ModuleAssembly,
-    /// The signed assignments waiting for this module (several classes may share one).
-    waiting: Vec<(Assignment, Vec<u8>)>,
+    /// The assignments waiting for this module (several classes may share one).
+    waiting: Vec<Verified>,
+    last_progress: Instant,
+}
+
+/// A class to try activating again.
+struct Retry {
+    verified: Verified,
+    at: Instant,
+    backoff: Duration,
 }
 
 /// The assignment handler's state.
 pub struct Assignments {
-    pipeline: Arc<Pipeline>,
+    ctx: Arc<Context>,
     trust: TrustAnchor,
-    uplink: LinkHandle,
+    uplink: Link,
     uplink_subscriptions: Subscriptions,
-    pending: HashMap<Sha256Digest, Pending>,
+    downloads: HashMap<Sha256Digest, Download>,
+    retries: HashMap<ClassId, Retry>,
 }
 
 impl Assignments {
     pub fn new(
-        pipeline: Arc<Pipeline>,
+        ctx: Arc<Context>,
         trust: TrustAnchor,
-        uplink: LinkHandle,
+        uplink: Link,
         uplink_subscriptions: Subscriptions,
     ) -> Assignments {
         Assignments {
-            pipeline,
+            ctx,
             trust,
             uplink,
             uplink_subscriptions,
-            pending: HashMap::new(),
+            downloads: HashMap::new(),
+            retries: HashMap::new(),
         }
     }
 
-    /// Loads every stored active class again (after a restart).
+    /// Loads every stored active class again (after a restart); what fails is retried by [`run`].
+    ///
+    /// [`run`]: Assignments::run
     pub async fn restore(&mut self) {
-        let records = match self.pipeline.store.classes() {
+        let records = match self.ctx.store.classes() {
             Ok(records) => records,
             Err(e) => {
                 tracing::error!("cannot read the stored classes: {e}");
@@ -77,32 +196,51 @@ impl Assignments {
             let Some(version) = record.active else {
                 continue;
             };
-            let assignment = match Signed::<Assignment>::decode(&version.assignment)
-                .map_err(|e| e.to_string())
-                .and_then(|s| s.verify(&self.trust).map_err(|e| e.to_string()))
-            {
-                Ok(assignment) => assignment,
+            let verified = match self.verify(&version.assignment) {
+                Ok(verified) => verified,
                 Err(e) => {
-                    self.refuse(
-                        &class,
-                        None,
-                        "stored_assignment",
-                        format!("stored assignment no longer verifies: {e}"),
-                    );
+                    let e = AssignmentError::StoredAssignment(e.to_string());
+                    self.refuse(&class, None, &e);
                     continue;
                 }
             };
-            match self.activate(&assignment, &version.assignment, false).await {
+            match self.activate(&verified, false).await {
                 Ok(()) => tracing::info!(%class, version = %version.version, "restored"),
-                Err(e) => self.refuse(&class, Some(assignment.generation), "restore", e),
+                Err(e) => self.activation_failed(verified, e),
+            }
+        }
+    }
+
+    /// Handles uplink messages until the channel closes or `stop` turns true.
+    pub async fn run(
+        mut self,
+        mut messages: mpsc::Receiver<Publish>,
+        overflowed: Arc<AtomicBool>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                message = messages.recv() => match message {
+                    Some(publish) => self.handle(&publish.topic, &publish.payload).await,
+                    None => return,
+                },
+                _ = tick.tick() => self.on_tick().await,
+                _ = stop.changed() => return,
+            }
+            if overflowed.swap(false, Ordering::AcqRel) {
+                tracing::warn!(
+                    "uplink messages were dropped (queue full); reconnecting to get them again"
+                );
+                self.uplink.request_redelivery();
             }
         }
     }
 
     /// Handles one message from the uplink.
-    pub async fn handle(&mut self, topic: &str, payload: &[u8]) {
+    async fn handle(&mut self, topic: &str, payload: &[u8]) {
         match Topic::parse(topic) {
-            Ok(Topic::Assignment { node, class }) if node == self.pipeline.node => {
+            Ok(Topic::Assignment { node, class }) if node == self.ctx.node => {
                 self.on_assignment(class, payload).await
             }
             Ok(Topic::ModuleChunk { module, index }) => self.on_chunk(module, index, payload).await,
@@ -110,242 +248,388 @@ impl Assignments {
         }
     }
 
+    fn verify(&self, signed: &[u8]) -> Result<Verified, AssignmentError> {
+        let assignment = Signed::<Assignment>::decode(signed)
+            .map_err(|e| AssignmentError::Decode(e.to_string()))?
+            .verify(&self.trust)
+            .map_err(|e| AssignmentError::Signature(e.to_string()))?;
+        Ok(Verified {
+            assignment,
+            signed: signed.to_vec(),
+        })
+    }
+
     async fn on_assignment(&mut self, class: ClassId, payload: &[u8]) {
         if payload.is_empty() {
             // A cleared retained message: withdrawals are signed assignments, so nothing to do.
             return;
         }
-        let assignment = match Signed::<Assignment>::decode(payload)
-            .map_err(|e| format!("not a signed assignment: {e}"))
-            .and_then(|s| {
-                s.verify(&self.trust)
-                    .map_err(|e| format!("refused signature: {e}"))
-            }) {
-            Ok(assignment) => assignment,
-            Err(e) => return self.refuse(&class, None, "signature", e),
+        let verified = match self.verify(payload) {
+            Ok(verified) => verified,
+            Err(e) => return self.refuse(&class, None, &e),
         };
+        let assignment = &verified.assignment;
+        let generation = assignment.generation;
         if let Err(e) = assignment
-            .check_target(&self.pipeline.node, &class)
+            .check_target(&self.ctx.node, &class)
             .and_then(|()| assignment.validate())
         {
-            return self.refuse(
-                &class,
-                Some(assignment.generation),
-                "invalid",
-                e.to_string(),
-            );
+            let e = AssignmentError::Invalid(e.to_string());
+            return self.refuse(&class, Some(generation), &e);
         }
-        let applied = match self.pipeline.store.class(&class) {
+        let applied = match self.ctx.store.class(&class) {
             Ok(record) => record.map(|r| r.generation),
             Err(e) => {
-                return self.refuse(&class, Some(assignment.generation), "store", e.to_string());
+                return self.refuse(
+                    &class,
+                    Some(generation),
+                    &AssignmentError::Store(e.to_string()),
+                );
             }
         };
         match assignment.freshness(applied) {
-            Freshness::Current => return,
-            Freshness::Stale => {
-                let detail = format!(
-                    "generation {} is older than the applied {}: a replay",
-                    assignment.generation,
-                    applied.unwrap_or_default()
-                );
-                return self.refuse(&class, Some(assignment.generation), "stale", detail);
+            Freshness::Current => {
+                let running = self
+                    .ctx
+                    .classes
+                    .get(&class)
+                    .is_some_and(|active| active.generation == generation);
+                if running
+                    || assignment.handler.is_none()
+                    || self.is_downloading(&class, generation)
+                {
+                    return;
+                }
+                // Applied before but not running (its restore failed): try again now.
+                tracing::info!(%class, generation, "re-activating a class that is not running");
+                self.retries.remove(&class);
             }
-            Freshness::Newer => {}
+            Freshness::Stale => {
+                let e = AssignmentError::Stale {
+                    generation,
+                    applied: applied.unwrap_or_default(),
+                };
+                return self.refuse(&class, Some(generation), &e);
+            }
+            Freshness::Newer => {
+                if self.is_downloading(&class, generation) {
+                    return;
+                }
+                self.supersede(&class, generation).await;
+                self.retries.remove(&class);
+            }
         }
-        let Some(handler) = &assignment.handler else {
-            return self.withdraw(&assignment);
+        let Some(handler) = verified.assignment.handler.clone() else {
+            return self.withdraw(&verified.assignment).await;
         };
+        self.apply(verified, &handler).await;
+    }
+
+    /// Activates from the store, or fetches the module first.
+    async fn apply(&mut self, verified: Verified, handler: &HandlerSpec) {
         let sha = handler.module.sha256;
-        match self.pipeline.store.has_module(&sha) {
+        let record = self.is_newer(&verified.assignment);
+        match self.ctx.store.has_module(&sha) {
             Ok(true) => {
-                if let Err(e) = self.activate(&assignment, payload, true).await {
-                    self.refuse(&class, Some(assignment.generation), "module", e);
+                if let Err(e) = self.activate(&verified, record).await {
+                    self.activation_failed(verified, e);
                 }
             }
-            Ok(false) => self.fetch(assignment.clone(), handler, payload.to_vec()),
-            Err(e) => self.refuse(&class, Some(assignment.generation), "store", e.to_string()),
+            Ok(false) => self.fetch(verified, handler).await,
+            Err(e) => {
+                let a = &verified.assignment;
+                self.refuse(
+                    &a.class,
+                    Some(a.generation),
+                    &AssignmentError::Store(e.to_string()),
+                );
+            }
         }
     }
 
-    fn fetch(&mut self, assignment: Assignment, handler: &HandlerSpec, signed: Vec<u8>) {
+    /// Whether the store has an older generation than `assignment` (so activating must record it).
+    fn is_newer(&self, assignment: &Assignment) -> bool {
+        match self.ctx.store.class(&assignment.class) {
+            Ok(Some(record)) => record.generation < assignment.generation,
+            _ => true,
+        }
+    }
+
+    fn is_downloading(&self, class: &ClassId, generation: u64) -> bool {
+        self.downloads.values().any(|d| {
+            d.waiting
+                .iter()
+                .any(|v| &v.assignment.class == class && v.assignment.generation == generation)
+        })
+    }
+
+    /// A newer generation of `class` arrived: older ones waiting for a download stop waiting, and a
+    /// download nobody waits for any more is cancelled.
+    async fn supersede(&mut self, class: &ClassId, generation: u64) {
+        let mut cancelled = Vec::new();
+        for (sha, download) in &mut self.downloads {
+            download
+                .waiting
+                .retain(|v| &v.assignment.class != class || v.assignment.generation >= generation);
+            if download.waiting.is_empty() {
+                cancelled.push(*sha);
+            }
+        }
+        for sha in cancelled {
+            tracing::info!(module = %sha, "download cancelled: superseded by a newer generation");
+            self.downloads.remove(&sha);
+            self.stop_chunks(&sha).await;
+        }
+        self.ctx.classes.update_report(class, |r| r.pending = None);
+    }
+
+    async fn fetch(&mut self, verified: Verified, handler: &HandlerSpec) {
         let sha = handler.module.sha256;
-        if let Some(pending) = self.pending.get_mut(&sha) {
-            let received = pending.assembly.received();
-            self.pipeline.classes.update_report(&assignment.class, |r| {
-                r.pending = Some(PendingModule {
-                    module: handler.module.reference(),
-                    generation: assignment.generation,
-                    received_chunks: received,
-                    total_chunks: handler.module.chunk_count(),
-                });
-            });
-            pending.waiting.push((assignment, signed));
+        let a = &verified.assignment;
+        let pending = |received| PendingModule {
+            module: handler.module.reference(),
+            generation: a.generation,
+            received_chunks: received,
+            total_chunks: handler.module.chunk_count(),
+        };
+        if let Some(download) = self.downloads.get_mut(&sha) {
+            let received = download.assembly.received();
+            self.ctx
+                .classes
+                .update_report(&a.class, |r| r.pending = Some(pending(received)));
+            download.waiting.push(verified);
             return;
         }
-        self.pipeline.classes.update_report(&assignment.class, |r| {
-            r.pending = Some(PendingModule {
-                module: handler.module.reference(),
-                generation: assignment.generation,
-                received_chunks: 0,
-                total_chunks: handler.module.chunk_count(),
-            });
-        });
         let assembly = match ModuleAssembly::new(handler.module.clone()) {
             Ok(assembly) => assembly,
             Err(e) => {
-                return self.refuse(
-                    &assignment.class,
-                    Some(assignment.generation),
-                    "manifest",
-                    e.to_string(),
-                );
+                let e = AssignmentError::Manifest(e.to_string());
+                return self.refuse(&a.class, Some(a.generation), &e);
             }
         };
-        self.pending.insert(
+        self.ctx
+            .classes
+            .update_report(&a.class, |r| r.pending = Some(pending(0)));
+        self.downloads.insert(
             sha,
-            Pending {
+            Download {
                 assembly,
-                waiting: vec![(assignment, signed)],
+                waiting: vec![verified],
+                last_progress: Instant::now(),
             },
         );
         let filter = topic::module_chunk_filter(&sha);
         self.uplink_subscriptions.add(filter.clone());
-        if let Err(e) = self.uplink.client.try_subscribe(filter, QoS::AtLeastOnce) {
+        if let Err(e) = self.uplink.subscribe(filter).await {
             tracing::warn!("cannot subscribe to module chunks yet (will on reconnect): {e}");
         }
         tracing::info!(module = %sha, "fetching module");
     }
 
+    async fn stop_chunks(&self, sha: &Sha256Digest) {
+        let filter = topic::module_chunk_filter(sha);
+        self.uplink_subscriptions.remove(&filter);
+        let _ = self.uplink.unsubscribe(filter).await;
+    }
+
     async fn on_chunk(&mut self, module: Sha256Digest, index: u32, bytes: &[u8]) {
-        let Some(pending) = self.pending.get_mut(&module) else {
+        let Some(download) = self.downloads.get_mut(&module) else {
             return;
         };
-        match pending.assembly.accept(index, bytes) {
-            Ok(_) => {}
-            Err(e) => {
-                // A chunk that does not match the signed manifest: tampered with or corrupted in
-                // transit. The assignment keeps waiting for a good copy (a retained republish).
-                let detail = format!("module {module} chunk {index} refused: {e}");
-                let waiting: Vec<_> = pending
-                    .waiting
-                    .iter()
-                    .map(|(a, _)| (a.class.clone(), a.generation))
-                    .collect();
-                for (class, generation) in waiting {
-                    self.refuse(&class, Some(generation), "module", detail.clone());
-                }
-                return;
+        if let Err(e) = download.assembly.accept(index, bytes) {
+            // A chunk that does not match the signed manifest: tampered with or corrupted in
+            // transit. The assignment keeps waiting for a good copy (a retained republish).
+            let e = AssignmentError::Chunk {
+                module,
+                index,
+                detail: e.to_string(),
+            };
+            let waiting: Vec<_> = download
+                .waiting
+                .iter()
+                .map(|v| (v.assignment.class.clone(), v.assignment.generation))
+                .collect();
+            for (class, generation) in waiting {
+                self.refuse(&class, Some(generation), &e);
             }
+            return;
         }
-        let received = pending.assembly.received();
-        for (assignment, _) in &pending.waiting {
-            self.pipeline.classes.update_report(&assignment.class, |r| {
+        download.last_progress = Instant::now();
+        let received = download.assembly.received();
+        for v in &download.waiting {
+            self.ctx.classes.update_report(&v.assignment.class, |r| {
                 if let Some(p) = &mut r.pending {
                     p.received_chunks = received;
                 }
             });
         }
-        if !pending.assembly.is_complete() {
+        if !download.assembly.is_complete() {
             return;
         }
-        let Some(pending) = self.pending.remove(&module) else {
+        let Some(download) = self.downloads.remove(&module) else {
             return;
         };
-        for (assignment, _) in &pending.waiting {
-            self.pipeline
+        for v in &download.waiting {
+            self.ctx
                 .classes
-                .update_report(&assignment.class, |r| r.pending = None);
+                .update_report(&v.assignment.class, |r| r.pending = None);
         }
-        let filter = topic::module_chunk_filter(&module);
-        self.uplink_subscriptions.remove(&filter);
-        let _ = self.uplink.client.try_unsubscribe(filter);
-        let blob = match pending.assembly.finish() {
+        self.stop_chunks(&module).await;
+        let blob = match download.assembly.finish() {
             Ok(blob) => blob,
             Err(e) => {
-                for (assignment, _) in &pending.waiting {
-                    self.refuse(
-                        &assignment.class,
-                        Some(assignment.generation),
-                        "module",
-                        e.to_string(),
-                    );
+                let e = AssignmentError::Manifest(e.to_string());
+                for v in &download.waiting {
+                    self.refuse(&v.assignment.class, Some(v.assignment.generation), &e);
                 }
                 return;
             }
         };
-        if let Err(e) = self.pipeline.store.put_module(&blob) {
+        let store = self.ctx.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.put_module(&blob))
+            .await
+            .map_err(|e| AssignmentError::Task(e.to_string()))
+            .and_then(|r| r.map_err(|e| AssignmentError::Store(e.to_string())));
+        if let Err(e) = stored {
             tracing::error!(%module, "cannot store the module: {e}");
+            for v in download.waiting {
+                self.activation_failed(v, AssignmentError::Store(e.to_string()));
+            }
             return;
         }
-        for (assignment, signed) in pending.waiting {
-            if let Err(e) = self.activate(&assignment, &signed, true).await {
-                self.refuse(&assignment.class, Some(assignment.generation), "module", e);
+        for verified in download.waiting {
+            let record = self.is_newer(&verified.assignment);
+            if let Err(e) = self.activate(&verified, record).await {
+                self.activation_failed(verified, e);
             }
         }
     }
 
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Sha256Digest> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| now.saturating_duration_since(d.last_progress) >= DOWNLOAD_TIMEOUT)
+            .map(|(sha, _)| *sha)
+            .collect();
+        for sha in expired {
+            let Some(download) = self.downloads.remove(&sha) else {
+                continue;
+            };
+            self.stop_chunks(&sha).await;
+            let e = AssignmentError::DownloadTimeout { module: sha };
+            for v in download.waiting {
+                self.ctx
+                    .classes
+                    .update_report(&v.assignment.class, |r| r.pending = None);
+                self.refuse(&v.assignment.class, Some(v.assignment.generation), &e);
+            }
+        }
+        let due: Vec<ClassId> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.at <= now)
+            .map(|(class, _)| class.clone())
+            .collect();
+        for class in due {
+            let Some(retry) = self.retries.remove(&class) else {
+                continue;
+            };
+            tracing::info!(%class, "retrying the activation of a class");
+            let Some(handler) = retry.verified.assignment.handler.clone() else {
+                continue;
+            };
+            let backoff = retry.backoff;
+            self.apply(retry.verified, &handler).await;
+            if let Some(next) = self.retries.get_mut(&class) {
+                next.backoff = (backoff * 2).min(RETRY_MAX);
+                next.at = Instant::now() + next.backoff;
+            }
+        }
+    }
+
+    /// Records a failed activation, schedules a retry, and fetches the blob again when that can help.
+    fn activation_failed(&mut self, verified: Verified, error: AssignmentError) {
+        let a = &verified.assignment;
+        self.refuse(&a.class, Some(a.generation), &error);
+        if error.refetch_helps()
+            && let Some(handler) = &a.handler
+        {
+            let sha = handler.module.sha256;
+            if let Err(e) = self.ctx.store.remove_module(&sha) {
+                tracing::error!(module = %sha, "cannot remove a bad blob: {e}");
+            }
+        }
+        let backoff = self
+            .retries
+            .get(&a.class)
+            .map_or(RETRY_FIRST, |r| r.backoff);
+        self.retries.insert(
+            a.class.clone(),
+            Retry {
+                at: Instant::now() + backoff,
+                backoff,
+                verified,
+            },
+        );
+    }
+
     /// Loads the assignment's module into the sandbox and switches the class to it; `record` stores
     /// the switch (false when restoring what the store already says).
-    async fn activate(
-        &mut self,
-        assignment: &Assignment,
-        signed: &[u8],
-        record: bool,
-    ) -> Result<(), String> {
+    async fn activate(&mut self, verified: &Verified, record: bool) -> Result<(), AssignmentError> {
+        let assignment = &verified.assignment;
         let Some(handler) = &assignment.handler else {
-            return Err("the assignment has no handler".into());
+            return Err(AssignmentError::Invalid(
+                "the assignment has no handler".into(),
+            ));
         };
         let sha = handler.module.sha256;
-        let blob = self
-            .pipeline
-            .store
-            .module(&sha)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("module {sha} is not in the store"))?;
         let version = format!("{}@{}", handler.module.name, handler.module.version);
-        let spec = (
+        let ctx = self.ctx.clone();
+        let (label, limits, config) = (
             version.clone(),
-            blob,
-            sha,
             handler.limits.clone(),
             handler.config.clone(),
         );
-        let sandbox = self.pipeline.sandbox.clone();
+        // Reading the blob, hashing it and compiling it all run off the async threads.
         let module = tokio::task::spawn_blocking(move || {
-            let (label, blob, sha, limits, config) = spec;
-            sandbox.load(ModuleSpec {
-                label,
-                wasm: &blob,
-                expected_sha256: Some(*sha.as_bytes()),
-                limits,
-                config,
-            })
+            let blob = ctx
+                .store
+                .module(&sha)
+                .map_err(|e| AssignmentError::Store(e.to_string()))?
+                .ok_or(AssignmentError::MissingBlob(sha))?;
+            ctx.sandbox
+                .load(ModuleSpec {
+                    label,
+                    wasm: &blob,
+                    expected_sha256: Some(*sha.as_bytes()),
+                    limits,
+                    config,
+                })
+                .map_err(AssignmentError::from)
         })
         .await
-        .map_err(|e| format!("the module load task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| AssignmentError::Task(e.to_string()))??;
         if record {
-            self.pipeline
-                .store
-                .swap_class(
-                    &assignment.class,
-                    assignment.generation,
-                    ClassVersion {
-                        assignment: signed.to_vec(),
-                        module_sha256: sha,
-                        version: version.clone(),
-                        applied_at_ms: now_ms(),
-                    },
-                )
-                .map_err(|e| e.to_string())?;
-            self.pipeline
-                .store
-                .flush_async()
-                .await
-                .map_err(|e| e.to_string())?;
+            let store = self.ctx.store.clone();
+            let class = assignment.class.clone();
+            let generation = assignment.generation;
+            let applied = ClassVersion {
+                assignment: verified.signed.clone(),
+                module_sha256: sha,
+                version: version.clone(),
+                applied_at_ms: now_ms(),
+            };
+            tokio::task::spawn_blocking(move || {
+                store.swap_class(&class, generation, applied)?;
+                store.flush()
+            })
+            .await
+            .map_err(|e| AssignmentError::Task(e.to_string()))?
+            .map_err(|e| AssignmentError::Store(e.to_string()))?;
         }
-        let previous = self.pipeline.classes.swap(ActiveClass {
+        let previous = self.ctx.classes.swap(ActiveClass {
             class: assignment.class.clone(),
             version: version.clone(),
             sha256: sha,
@@ -355,13 +639,16 @@ impl Assignments {
             handler: ClassHandler::Wasm(module),
             counters: Default::default(),
         });
-        self.pipeline.metrics.swaps.inc();
+        self.ctx.metrics.swaps.inc();
+        self.ctx
+            .classes
+            .update_report(&assignment.class, |r| r.last_error = None);
         tracing::info!(class = %assignment.class, %version, replaced = ?previous.map(|p| p.version.clone()), "module active");
         report(
-            &self.pipeline,
+            &self.ctx,
             AgentEvent::new(
                 now_ms(),
-                self.pipeline.node.clone(),
+                self.ctx.node.clone(),
                 EventKind::AssignmentApplied,
                 format!("{version} active"),
             )
@@ -369,60 +656,98 @@ impl Assignments {
             .with_module(sha)
             .with_generation(assignment.generation),
         );
+        if record {
+            self.collect_garbage().await;
+        }
         Ok(())
     }
 
-    fn withdraw(&mut self, assignment: &Assignment) {
+    async fn withdraw(&mut self, assignment: &Assignment) {
         if let Err(e) = self
-            .pipeline
+            .ctx
             .store
             .withdraw_class(&assignment.class, assignment.generation)
         {
-            return self.refuse(
-                &assignment.class,
-                Some(assignment.generation),
-                "store",
-                e.to_string(),
-            );
+            let e = AssignmentError::Store(e.to_string());
+            return self.refuse(&assignment.class, Some(assignment.generation), &e);
         }
-        self.pipeline.classes.remove(&assignment.class);
+        self.ctx.classes.remove(&assignment.class);
         report(
-            &self.pipeline,
+            &self.ctx,
             AgentEvent::new(
                 now_ms(),
-                self.pipeline.node.clone(),
+                self.ctx.node.clone(),
                 EventKind::ClassWithdrawn,
                 "class withdrawn from this node",
             )
             .with_class(assignment.class.clone())
             .with_generation(assignment.generation),
         );
+        self.collect_garbage().await;
     }
 
-    fn refuse(&self, class: &ClassId, generation: Option<u64>, reason: &str, detail: String) {
-        self.pipeline.classes.update_report(class, |r| {
+    /// Removes blobs that no class record references (as active or previous version) and compiled
+    /// artefacts of modules no longer loaded.
+    async fn collect_garbage(&self) {
+        let ctx = self.ctx.clone();
+        let downloading: Vec<Sha256Digest> = self.downloads.keys().copied().collect();
+        let result = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let records = ctx.store.classes().map_err(|e| e.to_string())?;
+            let referenced: std::collections::HashSet<Sha256Digest> = records
+                .iter()
+                .flat_map(|(_, r)| [&r.active, &r.previous])
+                .flatten()
+                .map(|v| v.module_sha256)
+                .chain(downloading)
+                .collect();
+            let mut blobs = 0;
+            for sha in ctx.store.module_digests().map_err(|e| e.to_string())? {
+                if !referenced.contains(&sha)
+                    && ctx.store.remove_module(&sha).map_err(|e| e.to_string())?
+                {
+                    blobs += 1;
+                }
+            }
+            Ok(blobs)
+        })
+        .await;
+        match result {
+            Ok(Ok(blobs)) => {
+                self.ctx
+                    .metrics
+                    .garbage_collected
+                    .get_or_create(&ReasonLabels::new("blob"))
+                    .inc_by(blobs);
+                if blobs > 0 {
+                    tracing::info!(blobs, "removed modules no class uses");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("garbage collection failed: {e}"),
+            Err(e) => tracing::warn!("garbage collection task failed: {e}"),
+        }
+    }
+
+    fn refuse(&self, class: &ClassId, generation: Option<u64>, error: &AssignmentError) {
+        let detail = error.to_string();
+        self.ctx.classes.update_report(class, |r| {
             r.last_error = Some(ErrorReport {
                 at_ms: now_ms(),
                 message: detail.clone(),
             });
         });
-        tracing::warn!(%class, reason, "assignment refused: {detail}");
-        self.pipeline
+        let reason = error.reason();
+        tracing::warn!(%class, reason, "assignment not applied: {detail}");
+        self.ctx
             .metrics
             .refused_assignments
-            .get_or_create(&ReasonLabels {
-                reason: reason.into(),
-            })
+            .get_or_create(&ReasonLabels::new(reason))
             .inc();
-        let kind = match reason {
-            "module" | "manifest" => EventKind::ModuleRefused,
-            _ => EventKind::AssignmentRejected,
-        };
-        let mut event = AgentEvent::new(now_ms(), self.pipeline.node.clone(), kind, detail)
-            .with_class(class.clone());
+        let mut event =
+            AgentEvent::new(now_ms(), self.ctx.node.clone(), error.event_kind(), detail)
+                .with_class(class.clone());
         if let Some(generation) = generation {
             event = event.with_generation(generation);
         }
-        report(&self.pipeline, event);
+        report(&self.ctx, event);
     }
 }

@@ -56,6 +56,10 @@ pub struct Cli {
     /// Seconds between two status publications.
     #[arg(long, env = "EDGEFLEET_STATUS_INTERVAL_S")]
     pub status_interval_s: Option<u64>,
+    /// /readyz turns unready when a device message waits (or sits in a lane) longer than this
+    /// many seconds, or host faults keep devices waiting for redelivery that long.
+    #[arg(long, env = "EDGEFLEET_STALL_AFTER_S")]
+    pub stall_after_s: Option<u64>,
 }
 
 /// The TOML file: every field optional.
@@ -74,6 +78,7 @@ struct FileConfig {
     workers: Option<usize>,
     worker_binary: Option<PathBuf>,
     status_interval_s: Option<u64>,
+    stall_after_s: Option<u64>,
     max_payload_bytes: Option<usize>,
     outbox_max_entries: Option<u64>,
     outbox_max_bytes: Option<u64>,
@@ -144,6 +149,8 @@ pub struct AgentConfig {
     pub workers: usize,
     pub worker_binary: PathBuf,
     pub status_interval: Duration,
+    /// The readiness bound on a message's wait (see [`crate::health`]).
+    pub stall_after: Duration,
     pub max_payload_bytes: usize,
     pub outbox_max_entries: u64,
     pub outbox_max_bytes: u64,
@@ -274,7 +281,16 @@ impl AgentConfig {
                     .unwrap_or(10)
                     .max(1),
             ),
-            max_payload_bytes: file.max_payload_bytes.unwrap_or(64 * 1024),
+            stall_after: Duration::from_secs(
+                cli.stall_after_s
+                    .or(file.stall_after_s)
+                    .unwrap_or(30)
+                    .max(1),
+            ),
+            max_payload_bytes: file
+                .max_payload_bytes
+                .unwrap_or(64 * 1024)
+                .min(edgefleet_protocol::wire::MAX_DEVICE_PAYLOAD_BYTES),
             outbox_max_entries: file.outbox_max_entries.unwrap_or(1_000_000),
             outbox_max_bytes: file.outbox_max_bytes.unwrap_or(256 << 20),
         })

@@ -1,7 +1,7 @@
 //! `/healthz`, `/readyz` and Prometheus `/metrics` for Kubernetes probes and scraping.
 //!
-//! Healthy means the process serves requests; ready means the agent can serve devices: the device
-//! link is connected (a node whose device broker is unreachable should not count as ready).
+//! Healthy means the process serves requests; ready means device messages are making progress, as
+//! the watchdog last assessed it ([`crate::health`]): the body of a 503 lists each reason.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +12,12 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-use crate::link::LinkHandle;
+use crate::health::Health;
 
 /// What the endpoints read.
 pub struct Endpoints {
     pub registry: Registry,
-    pub device_link: LinkHandle,
+    pub health: Arc<Health>,
 }
 
 /// Serves the endpoints on `addr` until the task is dropped.
@@ -32,15 +32,16 @@ pub async fn serve(addr: SocketAddr, endpoints: Arc<Endpoints>) -> std::io::Resu
     axum::serve(listener, app).await
 }
 
-async fn ready(State(endpoints): State<Arc<Endpoints>>) -> (StatusCode, &'static str) {
-    if endpoints.device_link.is_connected() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "device link not connected\n",
-        )
+async fn ready(State(endpoints): State<Arc<Endpoints>>) -> (StatusCode, String) {
+    let unready = endpoints.health.unready();
+    if unready.is_empty() {
+        return (StatusCode::OK, "ready\n".into());
     }
+    let body = unready
+        .iter()
+        .map(|u| format!("unready: {}: {}\n", u.reason, u.detail))
+        .collect();
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 async fn metrics(State(endpoints): State<Arc<Endpoints>>) -> (StatusCode, String) {

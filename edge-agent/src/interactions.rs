@@ -1,113 +1,137 @@
-//! From device message to committed effects: the interaction pipeline.
+//! From device message to committed effects, with a verdict for every message.
 //!
 //! ```text
-//! device link ─► accept (topic, size, class checks) ─► lane (hash of class+device) ─► rounds
-//!    round: ≤ 1 message per device, grouped by class ─► Sandbox::run_batch (fresh instance each)
-//!           ─► commit state + outbox entries (one sled transaction per interaction) ─► flush
-//!           ─► commands to the devices ─► ack the device messages
+//! device link (polling task) ─► Interactions::offer: topic, size, class ─► Intake (fair, bounded)
+//!   lanes (tasks): take_round (≤ 1 message per device) ─► state read ─► Sandbox::run_batch
+//!     ─► commit state + outbox entries (one sled transaction per interaction) ─► flush
+//!     ─► commands to the devices ─► ack ─► Intake::finish
 //! ```
 //!
-//! * **Per-device order**: a device always maps to the same lane, a lane handles its queue in
-//!   arrival order, and a round takes at most one message per device, so a device's next message
-//!   always sees the state its previous one committed.
-//! * **Parallelism and backpressure**: lanes run concurrently (classes and devices in parallel on the
-//!   sandbox's workers); each lane's queue is bounded, and when it is full `accept` waits, the link
-//!   task stops reading, and the broker holds the messages.
-//! * **Nothing lost**: a device message is acked only after its effects are flushed to disk; a crash
-//!   before that makes the broker deliver it again (at least once).
-//! * **Bad input** (foreign topic, unknown class, oversized payload) is counted, reported as an event,
-//!   and acked so it does not come back; a payload the handler cannot parse is its `Rejected` answer.
+//! **Verdicts.** Every message ends in exactly one of:
+//!
+//! | verdict | when | broker ack | also |
+//! |---|---|---|---|
+//! | done | the interaction succeeded and its effects are flushed | yes, after the flush and the commands | |
+//! | module fault | the *module* failed: trap, timeout, worker crash, output/state limit, forbidden topic, rejection, quarantine | yes (a poison message must not come back into a crash loop) | counted, a throttled event |
+//! | refused | not a device topic, oversized, class not assigned here | yes | counted, a throttled event |
+//! | host fault | the *node* failed: workers unavailable, state read, commit or flush failed | **no** | the device is held, the link reconnects so that the broker delivers it again; counted, a throttled event |
+//!
+//! **Fairness and bounds** are the [`Intake`]'s (see there): the polling task only offers and never
+//! waits, so no lane can stall the link and the link cannot stall a lane. Lanes wait on the sandbox,
+//! the store and `Link::command` (bounded by a timeout), never on the intake.
+//!
+//! **QoS 0** device messages are best effort: shed first when the node is busy, not redelivered
+//! after a host fault (the broker keeps no copy), counted either way.
+//!
+//! **Duplicates.** A message can be handled twice (at least once): when the reconnect that a host
+//! fault asks for comes before the ack of an earlier, successful message reached the broker. A
+//! message is never acked before its effects are durable.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use edgefleet_protocol::event::{AgentEvent, EventKind};
-use edgefleet_protocol::id::{ClassId, DeviceId, NodeId};
+use edgefleet_protocol::id::{ClassId, DeviceId};
 use edgefleet_protocol::topic::{ClassTopic, Topic};
 use edgefleet_protocol::upstream::UpstreamMessage;
+use edgefleet_sandbox::{Interaction, InteractionError, Outcome};
 use rumqttc::{Publish, QoS};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+use tracing::Instrument;
 
-use crate::classes::{ActiveClass, ClassHandler, ClassTable};
-use crate::link::LinkHandle;
-use crate::metrics::{AgentMetrics, InteractionLabels};
-use crate::store::{OutboxEntry, Store};
-use edgefleet_sandbox::{Interaction, InteractionError, Outcome, Sandbox};
+use crate::classes::{ActiveClass, ClassHandler};
+use crate::clock::now_ms;
+use crate::context::Context;
+use crate::events::report_traffic;
+use crate::health::Observations;
+use crate::intake::{Budget, Envelope, Intake, IntakeLimits, Offered, Shed, Taken};
+use crate::link::Link;
+use crate::metrics::{InteractionLabels, ReasonLabels};
+use crate::store::OutboxEntry;
 
 /// Messages a lane takes into one round at most.
 const MAX_ROUND: usize = 64;
-/// Messages waiting per lane before `accept` waits (backpressure).
-const LANE_CAPACITY: usize = 1024;
 
-/// What the pipeline shares.
-pub struct Pipeline {
-    pub node: NodeId,
-    pub sandbox: Arc<Sandbox>,
-    pub store: Store,
-    pub classes: ClassTable,
-    pub device_link: LinkHandle,
-    pub metrics: Arc<AgentMetrics>,
-    /// Woken whenever something was appended to the outbox.
-    pub outbox_ready: Arc<Notify>,
-    pub max_payload_bytes: usize,
-    /// When each device was last heard from.
-    pub activity: DeviceActivity,
-    /// Limits events caused by device traffic.
-    pub throttle: EventThrottle,
-}
+/// A device: the class and id its topic names.
+type DeviceKey = (ClassId, DeviceId);
 
-/// When each device was last heard from (for the status' active-device counts).
-#[derive(Debug, Default)]
-pub struct DeviceActivity(std::sync::Mutex<HashMap<(ClassId, DeviceId), Instant>>);
-
-impl DeviceActivity {
-    fn seen(&self, class: &ClassId, device: &DeviceId) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert((class.clone(), device.clone()), Instant::now());
-    }
-
-    /// Devices of `class` heard from within `window`.
-    pub fn active(&self, class: &ClassId, window: std::time::Duration) -> u32 {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter()
-            .filter(|((c, _), at)| c == class && at.elapsed() <= window)
-            .count() as u32
-    }
-}
-
-/// A device message routed to a lane.
-struct Routed {
-    class: ClassId,
-    device: DeviceId,
+/// A device message in the intake.
+struct Message {
     channel: ClassTopic,
     publish: Publish,
-    arrived: Instant,
 }
 
-/// The entry point of device messages.
+/// Host-side faults, for readiness.
+#[derive(Debug, Default)]
+struct Faults {
+    flush_failing_since: Option<Instant>,
+    held_since: Option<Instant>,
+}
+
+struct IntakeState {
+    intake: Intake<DeviceKey, Message>,
+    /// The device link connection the intake last saw; a new one delivers held messages again.
+    connection: u64,
+}
+
+/// The entry point of device messages and the lanes that handle them.
 pub struct Interactions {
-    pipeline: Arc<Pipeline>,
-    lanes: Vec<mpsc::Sender<Routed>>,
+    ctx: Arc<Context>,
+    link: OnceLock<Link>,
+    state: Mutex<IntakeState>,
+    faults: Mutex<Faults>,
+    /// Woken when a device has a message ready for a lane.
+    work: Notify,
+    max_payload_bytes: usize,
+    /// Set at shutdown: new messages are left unacknowledged (the broker delivers them next time).
+    closing: AtomicBool,
+}
+
+/// A message of a round with its verdict and the class version that judged it.
+type Judged = (Taken<DeviceKey, Message>, Verdict, Option<Arc<ActiveClass>>);
+
+/// One message's verdict (see the module documentation).
+enum Verdict {
+    Done { commands: Vec<Vec<u8>> },
+    ModuleFault,
+    Refused,
+    HostFault { reason: &'static str },
 }
 
 impl Interactions {
-    /// Starts `lanes` lanes.
-    pub fn start(pipeline: Arc<Pipeline>, lanes: usize) -> Interactions {
-        let lanes = (0..lanes.max(1))
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(LANE_CAPACITY);
-                tokio::spawn(run_lane(pipeline.clone(), rx));
-                tx
-            })
-            .collect();
-        Interactions { pipeline, lanes }
+    pub fn new(ctx: Arc<Context>, limits: IntakeLimits, max_payload_bytes: usize) -> Arc<Self> {
+        Arc::new(Interactions {
+            ctx,
+            link: OnceLock::new(),
+            state: Mutex::new(IntakeState {
+                intake: Intake::new(limits),
+                connection: 0,
+            }),
+            faults: Mutex::new(Faults::default()),
+            work: Notify::new(),
+            max_payload_bytes,
+            closing: AtomicBool::new(false),
+        })
     }
 
-    /// Takes one message from the device link; waits while its lane is full.
-    pub async fn accept(&self, publish: Publish) {
-        let p = &self.pipeline;
+    /// The device link that delivers messages here (set once, right after it starts).
+    pub fn attach(&self, link: Link) {
+        let _ = self.link.set(link);
+    }
+
+    /// Starts `lanes` lane tasks; they run until [`Interactions::close`] and the intake is empty.
+    pub fn start_lanes(self: &Arc<Self>, lanes: usize) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..lanes.max(1))
+            .map(|_| tokio::spawn(self.clone().run_lane()))
+            .collect()
+    }
+
+    /// Takes one message from the device link's polling task. Never waits.
+    pub fn offer(&self, publish: Publish) {
+        if self.closing.load(Ordering::Acquire) {
+            return;
+        }
         let (class, device, channel) = match Topic::parse(&publish.topic) {
             Ok(Topic::DeviceUp {
                 class,
@@ -116,324 +140,566 @@ impl Interactions {
             }) => (class, device, channel),
             Ok(_) | Err(_) => {
                 let detail = format!("message on {:?} is not a device topic", publish.topic);
-                return self
-                    .refuse(publish, "bad_topic", EventKind::BadTopic, detail, None)
-                    .await;
+                return self.refuse(&publish, "bad_topic", EventKind::BadTopic, detail, None);
             }
         };
-        if publish.payload.len() > p.max_payload_bytes {
+        if publish.payload.len() > self.max_payload_bytes {
             let detail = format!(
                 "{}-byte payload exceeds the {}-byte limit",
                 publish.payload.len(),
-                p.max_payload_bytes
+                self.max_payload_bytes
             );
-            let ids = Some((class, device));
-            return self
-                .refuse(
-                    publish,
-                    "oversized",
-                    EventKind::OversizedPayload,
-                    detail,
-                    ids,
-                )
-                .await;
+            let kind = EventKind::OversizedPayload;
+            return self.refuse(&publish, "oversized", kind, detail, Some((class, device)));
         }
-        if p.classes.get(&class).is_none() {
+        let Some(active) = self.ctx.classes.get(&class) else {
             let detail = format!("class {class} is not assigned to this node");
-            let ids = Some((class, device));
-            return self
-                .refuse(
-                    publish,
-                    "unknown_class",
-                    EventKind::UnknownClass,
-                    detail,
-                    ids,
-                )
-                .await;
-        }
-        let lane = lane_of(&class, &device, self.lanes.len());
-        p.metrics.queue_depth.inc();
-        let routed = Routed {
-            class,
-            device,
-            channel,
-            publish,
-            arrived: Instant::now(),
+            let kind = EventKind::UnknownClass;
+            return self.refuse(
+                &publish,
+                "unknown_class",
+                kind,
+                detail,
+                Some((class, device)),
+            );
         };
-        if self.lanes[lane].send(routed).await.is_err() {
-            p.metrics.queue_depth.dec();
+        let budget = Budget {
+            rate_per_s: f64::from(active.limits.device_rate_per_s),
+            burst: f64::from(active.limits.device_burst),
+        };
+        let envelope = Envelope {
+            acknowledged: publish.qos != QoS::AtMostOnce,
+            pkid: publish.pkid,
+            bytes: publish.payload.len(),
+        };
+        let key = (class, device);
+        let offered = {
+            let mut state = self.lock_state();
+            self.resume_on_new_connection(&mut state);
+            let message = Message {
+                channel,
+                publish: publish.clone(),
+            };
+            let offered =
+                state
+                    .intake
+                    .offer(key.clone(), envelope, message, budget, Instant::now());
+            if offered == Offered::Shed(Shed::Full) {
+                // Its later messages must not overtake it: the device waits for the redelivery.
+                state.intake.hold(&key);
+                self.note_held();
+            }
+            self.update_gauges(&state);
+            offered
+        };
+        match offered {
+            Offered::Queued => self.work.notify_one(),
+            // Its first copy is still here; that copy's ack covers both.
+            Offered::Duplicate => {}
+            Offered::Shed(shed) => self.shed(&publish, &key, shed),
         }
     }
 
-    async fn refuse(
+    fn shed(&self, publish: &Publish, (class, device): &DeviceKey, shed: Shed) {
+        self.ctx
+            .metrics
+            .shed_messages
+            .get_or_create(&ReasonLabels::new(shed.label()))
+            .inc();
+        match shed {
+            Shed::OverBudget => {
+                let detail = format!(
+                    "device sends faster than its class's budget; the excess is dropped ({})",
+                    publish.topic
+                );
+                report_traffic(
+                    &self.ctx,
+                    AgentEvent::new(
+                        now_ms(),
+                        self.ctx.node.clone(),
+                        EventKind::DeviceOverBudget,
+                        detail,
+                    )
+                    .with_class(class.clone())
+                    .with_device(device.clone()),
+                );
+                self.ack(publish);
+            }
+            Shed::BestEffort => {}
+            Shed::Full | Shed::Held => {
+                if let Some(link) = self.link.get() {
+                    link.request_redelivery();
+                }
+            }
+        }
+    }
+
+    fn refuse(
         &self,
-        publish: Publish,
+        publish: &Publish,
         reason: &str,
         kind: EventKind,
         detail: String,
-        ids: Option<(ClassId, DeviceId)>,
+        ids: Option<DeviceKey>,
     ) {
-        let p = &self.pipeline;
-        tracing::warn!(topic = %publish.topic, "refused device message: {detail}");
-        p.metrics.refuse_message(reason);
-        let mut event = AgentEvent::new(now_ms(), p.node.clone(), kind, detail);
+        tracing::debug!(topic = %publish.topic, "refused device message: {detail}");
+        self.ctx.metrics.refuse_message(reason);
+        let mut event = AgentEvent::new(now_ms(), self.ctx.node.clone(), kind, detail);
         if let Some((class, device)) = ids {
             event = event.with_class(class).with_device(device);
         }
-        report_traffic(p, event);
+        report_traffic(&self.ctx, event);
         // Acked: refusing it again on every redelivery would only repeat the event.
-        if let Err(e) = p.device_link.ack(&publish).await {
-            tracing::debug!("cannot ack a refused message: {e}");
-        }
+        self.ack(publish);
     }
-}
 
-/// Events caused by device traffic (refused messages, failed interactions), at most one per class and
-/// kind per window: a chatty device with a broken handler must not fill the outbox with events and
-/// push real telemetry out. The rest are counted (`edgefleet_agent_events_suppressed_total`).
-#[derive(Debug)]
-pub struct EventThrottle {
-    window: std::time::Duration,
-    last: std::sync::Mutex<HashMap<(Option<ClassId>, EventKind), Instant>>,
-}
-
-impl EventThrottle {
-    pub fn new(window: std::time::Duration) -> EventThrottle {
-        EventThrottle {
-            window,
-            last: std::sync::Mutex::new(HashMap::new()),
+    fn ack(&self, publish: &Publish) {
+        if publish.qos == QoS::AtMostOnce {
+            return;
+        }
+        if let Some(link) = self.link.get()
+            && let Err(e) = link.ack(publish)
+        {
+            // Not acked: the broker delivers it again after the next reconnect.
+            tracing::debug!("cannot ack: {e}");
+            link.request_redelivery();
         }
     }
 
-    fn allows(&self, event: &AgentEvent) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (event.class.clone(), event.kind);
-        match last.get(&key) {
-            Some(at) if at.elapsed() < self.window => false,
-            _ => {
-                last.insert(key, Instant::now());
-                true
+    /// Stops taking new messages; lanes finish what the intake holds (see [`Interactions::drain`]).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.work.notify_waiters();
+    }
+
+    /// Waits until the intake is empty or `deadline` passes; returns the messages left.
+    pub async fn drain(&self, deadline: Instant) -> usize {
+        loop {
+            let left = self.lock_state().intake.depth().messages;
+            if left == 0 || Instant::now() >= deadline {
+                self.work.notify_waiters();
+                return left;
             }
+            self.work.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
 
-/// Reports an event caused by device traffic, subject to the pipeline's [`EventThrottle`].
-fn report_traffic(p: &Pipeline, event: AgentEvent) {
-    if p.throttle.allows(&event) {
-        report(p, event);
-    } else {
-        p.metrics.events_suppressed.inc();
-    }
-}
-
-/// Appends an agent event to the outbox.
-pub fn report(p: &Pipeline, event: AgentEvent) {
-    match p.store.outbox_append(&[OutboxEntry::Event(event)]) {
-        Ok(appended) => {
-            p.metrics.outbox_dropped.inc_by(appended.dropped);
-            p.outbox_ready.notify_one();
-        }
-        Err(e) => tracing::error!("cannot store an agent event: {e}"),
-    }
-}
-
-fn lane_of(class: &ClassId, device: &DeviceId, lanes: usize) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (class, device).hash(&mut hasher);
-    (hasher.finish() % lanes as u64) as usize
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-async fn run_lane(p: Arc<Pipeline>, mut rx: mpsc::Receiver<Routed>) {
-    let mut queue: VecDeque<Routed> = VecDeque::new();
-    loop {
-        if queue.is_empty() {
-            match rx.recv().await {
-                Some(message) => queue.push_back(message),
-                None => return,
-            }
-        }
-        while queue.len() < MAX_ROUND * 4 {
-            match rx.try_recv() {
-                Ok(message) => queue.push_back(message),
-                Err(_) => break,
-            }
-        }
-        let round = take_round(&mut queue);
-        p.metrics.queue_depth.dec_by(round.len() as i64);
-        run_round(&p, round).await;
-    }
-}
-
-/// The earliest message of each device, in arrival order, up to [`MAX_ROUND`]; the rest stay queued
-/// in their order.
-fn take_round(queue: &mut VecDeque<Routed>) -> Vec<Routed> {
-    let mut seen = HashSet::new();
-    let mut round = Vec::new();
-    let mut rest = VecDeque::with_capacity(queue.len());
-    while let Some(message) = queue.pop_front() {
-        if round.len() < MAX_ROUND && seen.insert((message.class.clone(), message.device.clone())) {
-            round.push(message);
-        } else {
-            rest.push_back(message);
-        }
-    }
-    *queue = rest;
-    round
-}
-
-async fn run_round(p: &Arc<Pipeline>, round: Vec<Routed>) {
-    let mut by_class: HashMap<ClassId, Vec<Routed>> = HashMap::new();
-    for message in round {
-        by_class
-            .entry(message.class.clone())
-            .or_default()
-            .push(message);
-    }
-    let mut done = Vec::new();
-    for (class, messages) in by_class {
-        // Taken once per batch: a swap during the batch applies to the next one.
-        let Some(active) = p.classes.get(&class) else {
-            for message in messages {
-                let detail = format!("class {class} was withdrawn while the message waited");
-                p.metrics.refuse_message("unknown_class");
-                report_traffic(
-                    p,
-                    AgentEvent::new(now_ms(), p.node.clone(), EventKind::UnknownClass, detail)
-                        .with_class(class.clone())
-                        .with_device(message.device.clone()),
-                );
-                done.push((message, None));
-            }
-            continue;
+    /// What the watchdog looks at; also forgets idle devices and refreshes the gauges.
+    pub fn observe(&self, device_link_connected: bool) -> Observations {
+        let now = Instant::now();
+        let (waiting, in_lane, any_held) = {
+            let mut state = self.lock_state();
+            self.resume_on_new_connection(&mut state);
+            state.intake.forget_idle(now);
+            self.update_gauges(&state);
+            let (waiting, in_lane) = state.intake.oldest();
+            (waiting, in_lane, state.intake.any_held())
         };
-        let results = run_batch(p, &active, &messages).await;
-        for (message, result) in messages.into_iter().zip(results) {
-            let commands = commit(p, &active, &message, result);
-            done.push((message, commands));
+        let mut faults = self.lock_faults();
+        if !any_held {
+            faults.held_since = None;
+        }
+        Observations {
+            device_link_connected,
+            oldest_waiting: waiting.map(|at| now.saturating_duration_since(at)),
+            longest_in_lane: in_lane.map(|at| now.saturating_duration_since(at)),
+            flush_failing_for: faults
+                .flush_failing_since
+                .map(|at| now.saturating_duration_since(at)),
+            held_for: faults
+                .held_since
+                .map(|at| now.saturating_duration_since(at)),
         }
     }
-    // State and outbox on disk first, then commands, then acks: a crash before the flush makes the
-    // broker deliver the messages again (at least once), and no command ever announces a state that
-    // could still be lost.
-    if let Err(e) = p.store.flush_async().await {
-        tracing::error!("cannot flush the store; messages stay unacked and will come again: {e}");
-        return;
+
+    async fn run_lane(self: Arc<Self>) {
+        loop {
+            let round = self
+                .lock_state()
+                .intake
+                .take_round(MAX_ROUND, Instant::now());
+            if round.is_empty() {
+                if self.closing.load(Ordering::Acquire) {
+                    return;
+                }
+                self.work.notified().await;
+                continue;
+            }
+            if self.lock_state().intake.has_ready() {
+                // More work than this lane took: wake another.
+                self.work.notify_one();
+            }
+            let span = tracing::debug_span!("round", messages = round.len());
+            self.run_round(round).instrument(span).await;
+        }
     }
-    p.outbox_ready.notify_one();
-    for (message, commands) in done {
-        if let Some((topic, commands)) = commands {
-            for command in commands {
-                if let Err(e) = p
-                    .device_link
-                    .client
-                    .publish(topic.clone(), QoS::AtLeastOnce, false, command)
-                    .await
-                {
-                    tracing::warn!(device = %message.device, "cannot queue a command: {e}");
+
+    async fn run_round(&self, round: Vec<Taken<DeviceKey, Message>>) {
+        let mut by_class: Vec<(ClassId, Vec<Taken<DeviceKey, Message>>)> = Vec::new();
+        for taken in round {
+            let class = &taken.device.0;
+            match by_class.iter_mut().find(|(c, _)| c == class) {
+                Some((_, list)) => list.push(taken),
+                None => by_class.push((class.clone(), vec![taken])),
+            }
+        }
+        let mut verdicts: Vec<Judged> = Vec::new();
+        for (class, messages) in by_class {
+            // Taken once per batch: a swap during the batch applies to the next one.
+            let Some(active) = self.ctx.classes.get(&class) else {
+                for taken in messages {
+                    let detail = format!("class {class} was withdrawn while the message waited");
+                    self.ctx.metrics.refuse_message("unknown_class");
+                    report_traffic(
+                        &self.ctx,
+                        AgentEvent::new(
+                            now_ms(),
+                            self.ctx.node.clone(),
+                            EventKind::UnknownClass,
+                            detail,
+                        )
+                        .with_class(class.clone())
+                        .with_device(taken.device.1.clone()),
+                    );
+                    verdicts.push((taken, Verdict::Refused, None));
+                }
+                continue;
+            };
+            for (taken, verdict) in self.run_class(&active, messages).await {
+                verdicts.push((taken, verdict, Some(active.clone())));
+            }
+        }
+        // State and outbox on disk first, then commands, then acks: a crash before the flush makes the
+        // broker deliver the messages again, and no command ever announces a state that could still be
+        // lost.
+        if verdicts
+            .iter()
+            .any(|(_, v, _)| matches!(v, Verdict::Done { .. }))
+        {
+            let flushed = self.ctx.store.flush_async().await;
+            let mut faults = self.lock_faults();
+            match flushed {
+                Ok(()) => faults.flush_failing_since = None,
+                Err(e) => {
+                    faults.flush_failing_since.get_or_insert_with(Instant::now);
+                    drop(faults);
+                    tracing::error!(
+                        "cannot flush the store; the messages stay unacknowledged: {e}"
+                    );
+                    for (_, verdict, _) in &mut verdicts {
+                        if matches!(verdict, Verdict::Done { .. }) {
+                            *verdict = Verdict::HostFault { reason: "flush" };
+                        }
+                    }
                 }
             }
-            p.metrics
-                .latency
-                .observe(message.arrived.elapsed().as_secs_f64());
+            self.ctx.outbox_ready.notify_one();
         }
-        if let Err(e) = p.device_link.ack(&message.publish).await {
-            tracing::debug!("cannot ack: {e}");
-        }
-    }
-}
-
-/// A device's command topic and the command payloads to send on it.
-type Commands = Option<(String, Vec<Vec<u8>>)>;
-
-async fn run_batch(
-    p: &Arc<Pipeline>,
-    active: &Arc<ActiveClass>,
-    messages: &[Routed],
-) -> Vec<Result<Outcome, InteractionError>> {
-    let mut items = Vec::with_capacity(messages.len());
-    for message in messages {
-        let state = match p.store.device_state(&message.class, &message.device) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(device = %message.device, "cannot read device state: {e}");
-                None
+        let link = self.link.get();
+        let mut held = Vec::new();
+        for (taken, verdict, active) in &verdicts {
+            match verdict {
+                Verdict::Done { commands } => {
+                    if let (Some(link), Some(active)) = (link, active) {
+                        let topic = Topic::DeviceCommand {
+                            class: active.class.clone(),
+                            device: taken.device.1.clone(),
+                        }
+                        .to_string();
+                        for command in commands {
+                            if let Err(e) = link.command(topic.clone(), command.clone()).await {
+                                self.ctx.metrics.commands_dropped.inc();
+                                tracing::warn!(device = %taken.device.1, "command not sent: {e}");
+                            }
+                        }
+                    }
+                    self.ctx
+                        .metrics
+                        .latency
+                        .observe(taken.arrived.elapsed().as_secs_f64());
+                    self.ack(&taken.message.publish);
+                }
+                Verdict::ModuleFault | Verdict::Refused => self.ack(&taken.message.publish),
+                Verdict::HostFault { reason } => {
+                    self.ctx
+                        .metrics
+                        .host_faults
+                        .get_or_create(&ReasonLabels::new(reason))
+                        .inc();
+                    if taken.envelope.acknowledged {
+                        held.push(taken.device.clone());
+                    }
+                }
             }
-        };
-        items.push(Interaction {
-            device: message.device.as_str().to_string(),
-            channel: message.channel.as_str().to_string(),
-            payload: message.publish.payload.to_vec(),
-            state: state.map(Into::into),
-            now_ms: now_ms() as i64,
-        });
+        }
+        if !held.is_empty()
+            && let Some(link) = link
+        {
+            link.request_redelivery();
+        }
+        let mut state = self.lock_state();
+        for device in &held {
+            state.intake.hold(device);
+        }
+        for (taken, _, _) in &verdicts {
+            state.intake.finish(&taken.device, taken.envelope);
+        }
+        self.update_gauges(&state);
+        let ready = state.intake.has_ready();
+        drop(state);
+        if !held.is_empty() {
+            self.note_held();
+        }
+        if ready {
+            self.work.notify_one();
+        }
     }
-    let module = match &active.handler {
-        ClassHandler::Wasm(module) => module.clone(),
-        ClassHandler::Native(handle) => return items.iter().map(handle).collect(),
-    };
-    let sandbox = p.sandbox.clone();
-    let len = items.len();
-    match tokio::task::spawn_blocking(move || sandbox.run_batch(&module, items)).await {
-        Ok(results) => results,
-        Err(e) => (0..len)
-            .map(|_| {
-                Err(InteractionError::Unavailable {
-                    detail: format!("sandbox call failed: {e}"),
+
+    /// Runs one class's messages of a round and commits what succeeded; the verdict of each.
+    async fn run_class(
+        &self,
+        active: &Arc<ActiveClass>,
+        messages: Vec<Taken<DeviceKey, Message>>,
+    ) -> Vec<(Taken<DeviceKey, Message>, Verdict)> {
+        let store = self.ctx.store.clone();
+        let keys: Vec<DeviceKey> = messages.iter().map(|t| t.device.clone()).collect();
+        let states = tokio::task::spawn_blocking(move || {
+            keys.iter()
+                .map(|(class, device)| store.device_state(class, device).map_err(|e| e.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_else(|e| vec![Err(format!("state read task failed: {e}")); messages.len()]);
+        let mut results: Vec<Option<Result<Outcome, InteractionError>>> = Vec::new();
+        let mut items = Vec::new();
+        let mut readable = Vec::new();
+        for (taken, state) in messages.iter().zip(states) {
+            match state {
+                Ok(state) => {
+                    items.push(Interaction {
+                        device: taken.device.1.as_str().to_string(),
+                        channel: taken.message.channel.as_str().to_string(),
+                        payload: taken.message.publish.payload.to_vec(),
+                        state: state.map(Into::into),
+                        now_ms: now_ms() as i64,
+                    });
+                    readable.push(true);
+                }
+                Err(e) => {
+                    // Running the handler without its state would overwrite the state with a
+                    // result computed from nothing.
+                    tracing::error!(device = %taken.device.1, "cannot read device state: {e}");
+                    readable.push(false);
+                }
+            }
+        }
+        let mut ran = self.run_batch(active, items).await.into_iter();
+        for ok in &readable {
+            results.push(if *ok { ran.next() } else { None });
+        }
+        let mut verdicts = Vec::with_capacity(messages.len());
+        let mut to_commit = Vec::new();
+        for (index, (taken, result)) in messages.into_iter().zip(results).enumerate() {
+            let Some(result) = result else {
+                verdicts.push((
+                    taken,
+                    Verdict::HostFault {
+                        reason: "state_read",
+                    },
+                ));
+                continue;
+            };
+            let label = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.kind(),
+            };
+            self.count(active, &taken.device.1, label);
+            match result {
+                Ok(outcome) => {
+                    to_commit.push((index, outcome));
+                    verdicts.push((
+                        taken,
+                        Verdict::Done {
+                            commands: Vec::new(),
+                        },
+                    ));
+                }
+                Err(InteractionError::Unavailable { detail }) => {
+                    tracing::error!(class = %active.class, "sandbox unavailable: {detail}");
+                    self.report_host_fault(active, &taken.device.1, &detail);
+                    verdicts.push((
+                        taken,
+                        Verdict::HostFault {
+                            reason: "unavailable",
+                        },
+                    ));
+                }
+                Err(error) => {
+                    let kind = match error {
+                        InteractionError::Rejected { .. } => EventKind::MalformedPayload,
+                        InteractionError::Quarantined { .. } => EventKind::ModuleQuarantined,
+                        _ => EventKind::InteractionFailed,
+                    };
+                    report_traffic(
+                        &self.ctx,
+                        AgentEvent::new(now_ms(), self.ctx.node.clone(), kind, error.to_string())
+                            .with_class(active.class.clone())
+                            .with_device(taken.device.1.clone())
+                            .with_module(active.sha256),
+                    );
+                    verdicts.push((taken, Verdict::ModuleFault));
+                }
+            }
+        }
+        if to_commit.is_empty() {
+            return verdicts;
+        }
+        let devices: Vec<DeviceId> = to_commit
+            .iter()
+            .map(|(index, _)| verdicts[*index].0.device.1.clone())
+            .collect();
+        let committed = self.commit(active, devices, to_commit).await;
+        for (index, result) in committed {
+            let (taken, verdict) = &mut verdicts[index];
+            *verdict = match result {
+                Ok(commands) => Verdict::Done { commands },
+                Err(e) => {
+                    tracing::error!(device = %taken.device.1, "cannot commit the interaction: {e}");
+                    Verdict::HostFault { reason: "commit" }
+                }
+            };
+        }
+        verdicts
+    }
+
+    async fn run_batch(
+        &self,
+        active: &ActiveClass,
+        items: Vec<Interaction>,
+    ) -> Vec<Result<Outcome, InteractionError>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let module = match &active.handler {
+            ClassHandler::Wasm(module) => module.clone(),
+            ClassHandler::Native(handle) => return items.iter().map(handle).collect(),
+        };
+        let sandbox = self.ctx.sandbox.clone();
+        let len = items.len();
+        match tokio::task::spawn_blocking(move || sandbox.run_batch(&module, items)).await {
+            Ok(results) => results,
+            Err(e) => (0..len)
+                .map(|_| {
+                    Err(InteractionError::Unavailable {
+                        detail: format!("sandbox call failed: {e}"),
+                    })
                 })
+                .collect(),
+        }
+    }
+
+    /// Commits the outcomes (one transaction each, off the async threads); the commands of each, by
+    /// index.
+    async fn commit(
+        &self,
+        active: &Arc<ActiveClass>,
+        devices: Vec<DeviceId>,
+        outcomes: Vec<(usize, Outcome)>,
+    ) -> Vec<(usize, Result<Vec<Vec<u8>>, String>)> {
+        let ctx = self.ctx.clone();
+        let active = active.clone();
+        let indices: Vec<usize> = outcomes.iter().map(|(i, _)| *i).collect();
+        let task = tokio::task::spawn_blocking(move || {
+            devices
+                .into_iter()
+                .zip(outcomes)
+                .map(|(device, (index, outcome))| {
+                    (index, commit_one(&ctx, &active, &device, outcome))
+                })
+                .collect::<Vec<_>>()
+        });
+        match task.await {
+            Ok(committed) => committed,
+            Err(e) => indices
+                .into_iter()
+                .map(|i| (i, Err(format!("commit task failed: {e}"))))
+                .collect(),
+        }
+    }
+
+    fn count(&self, active: &ActiveClass, device: &DeviceId, label: &str) {
+        active.counters.count(label);
+        self.ctx
+            .activity
+            .seen(&active.class, device, Instant::now());
+        self.ctx
+            .metrics
+            .interactions
+            .get_or_create(&InteractionLabels {
+                class: active.class.as_str().to_string(),
+                version: active.version.clone(),
+                outcome: label.to_string(),
             })
-            .collect(),
+            .inc();
+    }
+
+    fn report_host_fault(&self, active: &ActiveClass, device: &DeviceId, detail: &str) {
+        report_traffic(
+            &self.ctx,
+            AgentEvent::new(
+                now_ms(),
+                self.ctx.node.clone(),
+                EventKind::HostFault,
+                format!("left for redelivery: {detail}"),
+            )
+            .with_class(active.class.clone())
+            .with_device(device.clone()),
+        );
+    }
+
+    fn resume_on_new_connection(&self, state: &mut IntakeState) {
+        let Some(link) = self.link.get() else { return };
+        let connection = link.condition().connections;
+        if connection != state.connection {
+            state.connection = connection;
+            state.intake.resume();
+            self.lock_faults().held_since = None;
+        }
+    }
+
+    fn note_held(&self) {
+        self.lock_faults()
+            .held_since
+            .get_or_insert_with(Instant::now);
+    }
+
+    fn update_gauges(&self, state: &IntakeState) {
+        let depth = state.intake.depth();
+        let metrics = &self.ctx.metrics;
+        metrics.queue_depth.set(depth.messages as i64);
+        metrics.queue_bytes.set(depth.bytes as i64);
+        metrics.queue_devices.set(depth.devices as i64);
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, IntakeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Counts the interaction and commits its effects; returns the commands to send after the flush.
-fn commit(
-    p: &Arc<Pipeline>,
+/// Commits one successful interaction: its state and upstream messages in one transaction.
+fn commit_one(
+    ctx: &Context,
     active: &ActiveClass,
-    message: &Routed,
-    result: Result<Outcome, InteractionError>,
-) -> Commands {
-    let outcome_label = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.kind(),
-    };
-    active.counters.count(outcome_label);
-    p.activity.seen(&active.class, &message.device);
-    p.metrics
-        .interactions
-        .get_or_create(&InteractionLabels {
-            class: active.class.as_str().to_string(),
-            version: active.version.clone(),
-            outcome: outcome_label.to_string(),
-        })
-        .inc();
-    let outcome = match result {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            let kind = match error {
-                InteractionError::Rejected { .. } => EventKind::MalformedPayload,
-                InteractionError::Quarantined { .. } => EventKind::ModuleQuarantined,
-                _ => EventKind::InteractionFailed,
-            };
-            report_traffic(
-                p,
-                AgentEvent::new(now_ms(), p.node.clone(), kind, error.to_string())
-                    .with_class(active.class.clone())
-                    .with_device(message.device.clone())
-                    .with_module(active.sha256),
-            );
-            return None;
-        }
-    };
+    device: &DeviceId,
+    outcome: Outcome,
+) -> Result<Vec<Vec<u8>>, String> {
     for line in &outcome.logs {
-        tracing::info!(class = %active.class, device = %message.device, level = ?line.level, "handler: {}", line.text);
+        tracing::info!(class = %active.class, %device, level = ?line.level, "handler: {}", line.text);
     }
     let mut entries = Vec::with_capacity(outcome.upstream.len());
     for upstream in &outcome.upstream {
@@ -442,9 +708,9 @@ fn commit(
             continue;
         };
         entries.push(OutboxEntry::Upstream(UpstreamMessage {
-            node: p.node.clone(),
+            node: ctx.node.clone(),
             class: active.class.clone(),
-            device: message.device.clone(),
+            device: device.clone(),
             topic,
             module: active.sha256,
             payload: upstream.payload.clone(),
@@ -454,74 +720,10 @@ fn commit(
         }));
     }
     let new_state = outcome.new_state.as_deref().map(|s| s.as_slice());
-    match p
+    let appended = ctx
         .store
-        .commit_interaction(&active.class, &message.device, new_state, &entries)
-    {
-        Ok(appended) => {
-            p.metrics.outbox_dropped.inc_by(appended.dropped);
-        }
-        Err(e) => {
-            tracing::error!(device = %message.device, "cannot commit the interaction: {e}");
-            return None;
-        }
-    }
-    let topic = Topic::DeviceCommand {
-        class: active.class.clone(),
-        device: message.device.clone(),
-    }
-    .to_string();
-    Some((
-        topic,
-        outcome.commands.into_iter().map(|c| c.into_vec()).collect(),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(class: &str, kind: EventKind) -> AgentEvent {
-        AgentEvent::new(0, NodeId::new("n").unwrap(), kind, "x")
-            .with_class(ClassId::new(class).unwrap())
-    }
-
-    #[test]
-    fn the_throttle_lets_one_event_per_class_and_kind_through_per_window() {
-        let throttle = EventThrottle::new(std::time::Duration::from_secs(60));
-        assert!(throttle.allows(&event("a", EventKind::MalformedPayload)));
-        assert!(!throttle.allows(&event("a", EventKind::MalformedPayload)));
-        assert!(throttle.allows(&event("a", EventKind::InteractionFailed)));
-        assert!(throttle.allows(&event("b", EventKind::MalformedPayload)));
-        let instant = EventThrottle::new(std::time::Duration::ZERO);
-        assert!(instant.allows(&event("a", EventKind::MalformedPayload)));
-        assert!(instant.allows(&event("a", EventKind::MalformedPayload)));
-    }
-
-    #[test]
-    fn a_round_takes_each_device_once_in_arrival_order() {
-        fn routed(device: &str) -> Routed {
-            Routed {
-                class: ClassId::new("c").unwrap(),
-                device: DeviceId::new(device).unwrap(),
-                channel: ClassTopic::new("telemetry").unwrap(),
-                publish: Publish::new("t", QoS::AtLeastOnce, device.as_bytes().to_vec()),
-                arrived: Instant::now(),
-            }
-        }
-        let mut queue: VecDeque<Routed> = ["a", "b", "a", "c", "b", "a"]
-            .into_iter()
-            .map(routed)
-            .collect();
-        let devices = |round: &[Routed]| {
-            round
-                .iter()
-                .map(|r| r.device.as_str().to_string())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(devices(&take_round(&mut queue)), ["a", "b", "c"]);
-        assert_eq!(devices(&take_round(&mut queue)), ["a", "b"]);
-        assert_eq!(devices(&take_round(&mut queue)), ["a"]);
-        assert!(queue.is_empty());
-    }
+        .commit_interaction(&active.class, device, new_state, &entries)
+        .map_err(|e| e.to_string())?;
+    ctx.metrics.outbox_dropped.inc_by(appended.dropped);
+    Ok(outcome.commands.into_iter().map(|c| c.into_vec()).collect())
 }

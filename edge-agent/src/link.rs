@@ -1,22 +1,55 @@
 //! One MQTT connection (the device link or the uplink): connecting over mutual TLS (or plain TCP when
-//! configured so), reconnecting with backoff, re-subscribing, and handing events to the agent.
+//! configured so), reconnecting with backoff, re-subscribing, and a narrow API for the rest of the
+//! agent: [`Link::command`], [`Link::ack`], [`Link::publish_status`], [`Link::request_redelivery`],
+//! and, on the uplink, the [`Outbound`] queue of tracked QoS 1 publishes.
 //!
-//! rumqttc sends and receives only while its event loop is polled, so each link polls in its own
-//! task and forwards what matters over a bounded channel. When the agent is saturated that channel
-//! is full, the task stops polling, the socket stops being read and the broker holds the messages:
-//! backpressure instead of dropping. rumqttc reconnects at once when polled after an error, so the
-//! task sleeps with exponential backoff (100 ms doubling to 30 s) between attempts.
+//! rumqttc sends and receives only while its event loop is polled, and requests from clients go
+//! through a bounded channel that only the polling task drains. So **the polling task never waits on
+//! the agent**: incoming messages go to a synchronous sink (the device link's [`crate::intake`], or a
+//! `try_send` to the assignment task) that decides at once — queue, shed or refuse — and connection
+//! changes go to a `watch`. Whoever waits on the link (a lane sending a command) therefore waits on a
+//! task that is always making progress, never on itself. rumqttc reconnects at once when polled after
+//! an error, so the task sleeps with exponential backoff (100 ms doubling to 30 s) between attempts.
+//!
+//! **Redelivery.** With a persistent session (the device link) the broker sends unacknowledged QoS 1
+//! messages again only when the client reconnects (MQTT 3.1.1 §4.4). A message the agent could not
+//! handle because of its own fault (workers unavailable, a failed write) is left unacknowledged and
+//! [`Link::request_redelivery`] makes the link reconnect — at most once per [`REDELIVERY_SPACING`],
+//! doubling while faults keep coming — so it comes back instead of blocking the broker's in-flight
+//! window for good.
+//!
+//! **Tracked publishes and packet ids** (uplink). The publisher must know which outbox entry a PUBACK
+//! acknowledges. The polling task itself assigns the packet id of every tracked publish (from a
+//! free list of [`OUTBOUND_WINDOW`] ids, reused only after their PUBACK) and hands it to rumqttc
+//! between two polls, so a PUBACK maps to exactly one entry, whatever reconnects or other requests do
+//! in between. No other QoS 1 publish is made on a link that tracks publishes.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, LastWill, MqttOptions,
-    NetworkOptions, Outgoing, Publish, QoS, TlsConfiguration, Transport,
+    NetworkOptions, Publish, QoS, Request, TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 
+use crate::clock::now_ms;
 use crate::config::BrokerUrl;
+
+/// Tracked publishes in flight at most (and the packet ids they use: 1..=this).
+pub const OUTBOUND_WINDOW: u16 = 64;
+/// Shortest time between two reconnects asked for by [`Link::request_redelivery`].
+pub const REDELIVERY_SPACING: Duration = Duration::from_secs(2);
+/// Longest time between them while host-side faults go on.
+const MAX_REDELIVERY_SPACING: Duration = Duration::from_secs(60);
+/// How long [`Link::command`] waits for room in the client's request queue.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests (commands, acks) queued for the polling task, at most.
+const REQUEST_QUEUE: usize = 4096;
+/// A filter no one subscribes to: unsubscribing from it wakes an idle event loop (see `Outbound`).
+const WAKE_FILTER: &str = "ef/v1/wake";
 
 /// How to connect one link.
 #[derive(Clone)]
@@ -32,15 +65,18 @@ pub struct LinkSettings {
     /// Filters subscribed with QoS 1 on every connection that has no session.
     pub subscriptions: Subscriptions,
     pub last_will: Option<LastWill>,
-    /// Largest packet in either direction.
-    pub max_packet_bytes: usize,
-    /// Acknowledge incoming QoS 1 messages only when [`LinkHandle::ack`] is called.
+    /// Largest packet read; a larger one from the broker drops the connection (the broker's own
+    /// `max_packet_size` must be at most this, see docs/architecture.md "Broker access rules").
+    pub max_incoming_bytes: usize,
+    /// Largest packet written.
+    pub max_outgoing_bytes: usize,
+    /// Acknowledge incoming QoS 1 messages only when [`Link::ack`] is called.
     pub manual_acks: bool,
 }
 
 /// The filters a link subscribes to, shared with whoever adds classes or modules at run time.
 #[derive(Debug, Clone, Default)]
-pub struct Subscriptions(Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+pub struct Subscriptions(Arc<Mutex<std::collections::BTreeSet<String>>>);
 
 impl Subscriptions {
     pub fn add(&self, filter: String) {
@@ -51,33 +87,13 @@ impl Subscriptions {
         self.lock().remove(filter);
     }
 
-    pub fn list(&self) -> Vec<String> {
+    fn list(&self) -> Vec<String> {
         self.lock().iter().cloned().collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// What a link reports.
-#[derive(Debug)]
-pub enum LinkEvent {
-    Connected {
-        session_present: bool,
-    },
-    Disconnected {
-        reason: String,
-    },
-    Message(Publish),
-    /// A QoS 1 publish of ours left with this packet id (in the order they were requested).
-    Sent {
-        pkid: u16,
-    },
-    /// The broker acknowledged the QoS 1 publish with this packet id.
-    Acked {
-        pkid: u16,
-    },
 }
 
 /// Whether the link is connected now.
@@ -95,135 +111,422 @@ pub struct LinkCondition {
     /// When the state last changed, in ms since the UNIX epoch.
     pub since_ms: u64,
     pub last_error: Option<String>,
+    /// Connections made so far (a new value means a new connection).
+    pub connections: u64,
 }
 
-/// The client side of a running link.
+/// Why a request to the link did not go out.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("the {link} link's request queue stayed full for {COMMAND_TIMEOUT:?}")]
+    Timeout { link: &'static str },
+    #[error("the {link} link's request queue is full")]
+    Full { link: &'static str },
+    #[error("the {link} link refused the request: {detail}")]
+    Refused { link: &'static str, detail: String },
+}
+
+/// A running link.
 #[derive(Clone)]
-pub struct LinkHandle {
-    pub client: AsyncClient,
-    pub condition: watch::Receiver<LinkCondition>,
-    /// Reconnection attempts so far.
-    pub reconnects: Arc<std::sync::atomic::AtomicU64>,
+pub struct Link {
+    name: &'static str,
+    client: AsyncClient,
+    condition: watch::Receiver<LinkCondition>,
+    reconnects: Arc<AtomicU64>,
+    redelivery: Arc<Redelivery>,
+    outbound: Option<Arc<Outbound>>,
 }
 
-impl LinkHandle {
-    /// Acknowledges an incoming QoS 1 message (manual-ack links).
-    pub async fn ack(&self, publish: &Publish) -> Result<(), rumqttc::ClientError> {
-        self.client.ack(publish).await
+/// What the polling task does with an incoming message. It runs on the polling task: it must decide
+/// at once and never wait.
+pub type MessageSink = Box<dyn FnMut(Publish) + Send>;
+
+impl Link {
+    /// Starts a link. `sink` receives every incoming publish; `outbound`, when given, carries the
+    /// link's tracked QoS 1 publishes (see the module documentation).
+    pub fn start(
+        settings: LinkSettings,
+        sink: MessageSink,
+        outbound: Option<Arc<Outbound>>,
+    ) -> Link {
+        let mut options = MqttOptions::new(
+            settings.client_id.clone(),
+            settings.broker.host.clone(),
+            settings.broker.port,
+        );
+        options
+            .set_keep_alive(Duration::from_secs(15))
+            .set_clean_session(!settings.persistent_session)
+            .set_manual_acks(settings.manual_acks)
+            .set_max_packet_size(settings.max_incoming_bytes, settings.max_outgoing_bytes)
+            .set_inflight(100);
+        if let Some(will) = settings.last_will.clone() {
+            options.set_last_will(will);
+        }
+        if let (true, Some(tls)) = (settings.broker.tls, settings.tls.clone()) {
+            options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+        let mut network = NetworkOptions::new();
+        // Without it every QoS 1 round trip stalls 40+ ms (Nagle + delayed ACK).
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(10);
+        eventloop.set_network_options(network);
+        let (state_tx, condition) = watch::channel(LinkCondition {
+            state: LinkState::Connecting,
+            since_ms: now_ms(),
+            last_error: None,
+            connections: 0,
+        });
+        let link = Link {
+            name: settings.name,
+            client,
+            condition,
+            reconnects: Arc::new(AtomicU64::new(0)),
+            redelivery: Arc::new(Redelivery::default()),
+            outbound,
+        };
+        tokio::spawn(poll(
+            settings,
+            eventloop,
+            sink,
+            state_tx,
+            link.reconnects.clone(),
+            link.redelivery.clone(),
+            link.outbound.clone(),
+        ));
+        link
+    }
+
+    /// Publishes a command to a device (QoS 1), waiting at most a few seconds for room in the queue.
+    pub async fn command(&self, topic: String, payload: Vec<u8>) -> Result<(), LinkError> {
+        let request = self.client.publish(topic, QoS::AtLeastOnce, false, payload);
+        match tokio::time::timeout(COMMAND_TIMEOUT, request).await {
+            Ok(result) => result.map_err(|e| self.refused(e)),
+            Err(_) => Err(LinkError::Timeout { link: self.name }),
+        }
+    }
+
+    /// Acknowledges an incoming QoS 1 message (manual-ack links). Never waits: when the queue is
+    /// full the message stays unacknowledged and comes again after a reconnect.
+    pub fn ack(&self, publish: &Publish) -> Result<(), LinkError> {
+        self.client.try_ack(publish).map_err(|e| match e {
+            rumqttc::ClientError::TryRequest(_) => LinkError::Full { link: self.name },
+            e => self.refused(e),
+        })
+    }
+
+    /// Publishes a retained QoS 0 message (the node status): lost ones are replaced by the next.
+    pub async fn publish_status(&self, topic: String, payload: Vec<u8>) -> Result<(), LinkError> {
+        let request = self.client.publish(topic, QoS::AtMostOnce, true, payload);
+        match tokio::time::timeout(COMMAND_TIMEOUT, request).await {
+            Ok(result) => result.map_err(|e| self.refused(e)),
+            Err(_) => Err(LinkError::Timeout { link: self.name }),
+        }
+    }
+
+    /// Subscribes now (the filter must also be in the link's [`Subscriptions`] to survive a
+    /// reconnect without a session).
+    pub async fn subscribe(&self, filter: String) -> Result<(), LinkError> {
+        let request = self.client.subscribe(filter, QoS::AtLeastOnce);
+        match tokio::time::timeout(COMMAND_TIMEOUT, request).await {
+            Ok(result) => result.map_err(|e| self.refused(e)),
+            Err(_) => Err(LinkError::Timeout { link: self.name }),
+        }
+    }
+
+    /// Unsubscribes now.
+    pub async fn unsubscribe(&self, filter: String) -> Result<(), LinkError> {
+        let request = self.client.unsubscribe(filter);
+        match tokio::time::timeout(COMMAND_TIMEOUT, request).await {
+            Ok(result) => result.map_err(|e| self.refused(e)),
+            Err(_) => Err(LinkError::Timeout { link: self.name }),
+        }
+    }
+
+    /// Asks for the broker to deliver the unacknowledged messages again: the link reconnects soon
+    /// (see the module documentation for the spacing).
+    pub fn request_redelivery(&self) {
+        self.redelivery.requested.store(true, Ordering::Release);
+        // The polling task may be idle inside `poll`: any request wakes it up.
+        let _ = self.client.try_unsubscribe(WAKE_FILTER);
+    }
+
+    /// Disconnects cleanly (at shutdown).
+    pub async fn disconnect(&self) {
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.client.disconnect()).await;
     }
 
     pub fn is_connected(&self) -> bool {
         self.condition.borrow().state == LinkState::Connected
     }
+
+    /// The state, since when, the last error.
+    pub fn condition(&self) -> LinkCondition {
+        self.condition.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the link's condition.
+    pub fn watch(&self) -> watch::Receiver<LinkCondition> {
+        self.condition.clone()
+    }
+
+    /// Reconnection attempts so far.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Reconnects made to have unacknowledged messages delivered again.
+    pub fn redeliveries(&self) -> u64 {
+        self.redelivery.done.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the polling task so that it hands newly queued tracked publishes to rumqttc.
+    pub(crate) fn wake(&self) {
+        let _ = self.client.try_unsubscribe(WAKE_FILTER);
+    }
+
+    fn refused(&self, e: rumqttc::ClientError) -> LinkError {
+        LinkError::Refused {
+            link: self.name,
+            detail: e.to_string(),
+        }
+    }
 }
 
-/// Starts a link: returns its handle and the stream of its events.
-pub fn start(settings: LinkSettings, capacity: usize) -> (LinkHandle, mpsc::Receiver<LinkEvent>) {
-    let mut options = MqttOptions::new(
-        settings.client_id.clone(),
-        settings.broker.host.clone(),
-        settings.broker.port,
-    );
-    options
-        .set_keep_alive(Duration::from_secs(15))
-        .set_clean_session(!settings.persistent_session)
-        .set_manual_acks(settings.manual_acks)
-        .set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes)
-        .set_inflight(100);
-    if let Some(will) = settings.last_will.clone() {
-        options.set_last_will(will);
+/// The redelivery request flag and its spacing.
+#[derive(Debug, Default)]
+struct Redelivery {
+    requested: AtomicBool,
+    done: AtomicU64,
+}
+
+/// Tracked QoS 1 publishes of one link: queued by the publisher, given packet ids and handed to
+/// rumqttc by the polling task, reported back as acknowledged by tag.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    state: Mutex<OutboundState>,
+    /// Woken when something was acknowledged or the connection changed.
+    pub changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutboundState {
+    /// Connections so far; the queue and everything in flight belong to the current one.
+    connection: u64,
+    connected: bool,
+    queued: VecDeque<Tracked>,
+    in_flight: HashMap<u16, u64>,
+    free: Vec<u16>,
+    acked: Vec<u64>,
+}
+
+/// One tracked publish.
+#[derive(Debug)]
+pub struct Tracked {
+    /// The caller's identifier (the outbox seq), reported back on PUBACK.
+    pub tag: u64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// What the publisher learns from [`Outbound::take`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OutboundNews {
+    /// The current connection (0 while none was made); a change means everything not acked must be
+    /// sent again.
+    pub connection: u64,
+    pub connected: bool,
+    /// Tags acknowledged since the last call.
+    pub acked: Vec<u64>,
+    /// Publishes queued or in flight now.
+    pub outstanding: usize,
+}
+
+impl Outbound {
+    /// What changed since the last call.
+    pub fn take(&self) -> OutboundNews {
+        let mut state = self.lock();
+        OutboundNews {
+            connection: state.connection,
+            connected: state.connected,
+            acked: std::mem::take(&mut state.acked),
+            outstanding: state.queued.len() + state.in_flight.len(),
+        }
     }
-    if let (true, Some(tls)) = (settings.broker.tls, settings.tls.clone()) {
-        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
+
+    /// Queues publishes for `connection`; returns false (queuing nothing) when the link is no longer
+    /// on that connection. Call [`Link::wake`] afterwards.
+    pub fn queue(&self, connection: u64, publishes: impl IntoIterator<Item = Tracked>) -> bool {
+        let mut state = self.lock();
+        if !state.connected || state.connection != connection {
+            return false;
+        }
+        state.queued.extend(publishes);
+        true
     }
-    let (client, mut eventloop) = AsyncClient::new(options, capacity.max(10));
-    let mut network = NetworkOptions::new();
-    // Without it every QoS 1 round trip stalls 40+ ms (Nagle + delayed ACK).
-    network.set_tcp_nodelay(true);
-    network.set_connection_timeout(10);
-    eventloop.set_network_options(network);
-    let (state_tx, condition) = watch::channel(LinkCondition {
-        state: LinkState::Connecting,
-        since_ms: crate::interactions::now_ms(),
-        last_error: None,
-    });
-    let (events, rx) = mpsc::channel(capacity.max(1));
-    let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let handle = LinkHandle {
-        client: client.clone(),
-        condition,
-        reconnects: reconnects.clone(),
-    };
-    tokio::spawn(poll(
-        settings, client, eventloop, events, state_tx, reconnects,
-    ));
-    (handle, rx)
+
+    fn connected(&self) {
+        let mut state = self.lock();
+        state.connection += 1;
+        state.connected = true;
+        state.queued.clear();
+        state.in_flight.clear();
+        state.free = (1..=OUTBOUND_WINDOW).rev().collect();
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// Everything queued or in flight is forgotten: a clean session drops rumqttc's pending
+    /// publishes at the next CONNACK, and the publisher sends them again on the new connection.
+    fn disconnected(&self) {
+        let mut state = self.lock();
+        state.connected = false;
+        state.queued.clear();
+        state.in_flight.clear();
+        state.free.clear();
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// Hands queued publishes to rumqttc's pending queue (sent before any new request), each with a
+    /// free packet id.
+    fn hand_over(&self, pending: &mut VecDeque<Request>) {
+        let mut state = self.lock();
+        while !state.queued.is_empty() {
+            let Some(pkid) = state.free.pop() else { break };
+            let Some(tracked) = state.queued.pop_front() else {
+                break;
+            };
+            let mut publish = Publish::new(tracked.topic, QoS::AtLeastOnce, tracked.payload);
+            publish.pkid = pkid;
+            state.in_flight.insert(pkid, tracked.tag);
+            pending.push_back(Request::Publish(publish));
+        }
+    }
+
+    fn acked(&self, pkid: u16) {
+        let mut state = self.lock();
+        if let Some(tag) = state.in_flight.remove(&pkid) {
+            state.acked.push(tag);
+            state.free.push(pkid);
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboundState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 async fn poll(
     settings: LinkSettings,
-    client: AsyncClient,
     mut eventloop: EventLoop,
-    events: mpsc::Sender<LinkEvent>,
+    mut sink: MessageSink,
     state: watch::Sender<LinkCondition>,
-    reconnects: Arc<std::sync::atomic::AtomicU64>,
+    reconnects: Arc<AtomicU64>,
+    redelivery: Arc<Redelivery>,
+    outbound: Option<Arc<Outbound>>,
 ) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
     let mut backoff = FIRST_BACKOFF;
+    let mut redelivery_spacing = REDELIVERY_SPACING;
+    let mut last_redelivery: Option<Instant> = None;
+    let mut connected = false;
     loop {
-        let event = match eventloop.poll().await {
+        if state.is_closed() {
+            // Every handle is gone: the agent stopped.
+            return;
+        }
+        if connected {
+            if let Some(outbound) = &outbound {
+                outbound.hand_over(&mut eventloop.pending);
+            }
+            if redelivery.requested.load(Ordering::Acquire) {
+                let due = last_redelivery.is_none_or(|at| at.elapsed() >= redelivery_spacing);
+                if due {
+                    redelivery.requested.store(false, Ordering::Release);
+                    redelivery_spacing = match last_redelivery {
+                        Some(at) if at.elapsed() < MAX_REDELIVERY_SPACING => {
+                            (redelivery_spacing * 2).min(MAX_REDELIVERY_SPACING)
+                        }
+                        _ => REDELIVERY_SPACING,
+                    };
+                    last_redelivery = Some(Instant::now());
+                    redelivery.done.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        link = settings.name,
+                        "reconnecting so that the broker delivers unacknowledged messages again"
+                    );
+                    // Dropping the network makes the next poll connect again; the persistent session
+                    // keeps the unacknowledged messages, which the broker then sends again.
+                    // Commands in flight stay in rumqttc's pending queue and go out again on the resumed
+                    // session (at least once).
+                    eventloop.clean();
+                    connected = false;
+                    if let Some(outbound) = &outbound {
+                        outbound.disconnected();
+                    }
+                    set_state(&state, LinkState::Connecting, None);
+                    continue;
+                }
+            }
+        }
+        let event = eventloop.poll().await;
+        match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack)))
                 if ack.code == ConnectReturnCode::Success =>
             {
                 backoff = FIRST_BACKOFF;
                 if !ack.session_present {
-                    // A new session has no subscriptions; try_subscribe because this task is the
-                    // one polling (an awaited request could deadlock on a full channel).
+                    // A new session has no subscriptions. Straight into the pending queue: this task
+                    // is the one that would drain the request channel.
                     for filter in settings.subscriptions.list() {
-                        if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                            tracing::warn!(link = settings.name, %filter, "cannot subscribe: {e}");
-                        }
+                        eventloop
+                            .pending
+                            .push_back(Request::Subscribe(rumqttc::Subscribe::new(
+                                filter,
+                                QoS::AtLeastOnce,
+                            )));
                     }
                 }
+                connected = true;
+                if let Some(outbound) = &outbound {
+                    outbound.connected();
+                }
+                state.send_modify(|c| c.connections += 1);
                 set_state(&state, LinkState::Connected, None);
                 tracing::info!(
                     link = settings.name,
                     session_present = ack.session_present,
                     "connected"
                 );
-                LinkEvent::Connected {
-                    session_present: ack.session_present,
+            }
+            Ok(Event::Incoming(Incoming::Publish(publish))) => sink(publish),
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                if let Some(outbound) = &outbound {
+                    outbound.acked(ack.pkid);
                 }
             }
-            Ok(Event::Incoming(Incoming::Publish(publish))) => LinkEvent::Message(publish),
-            Ok(Event::Incoming(Incoming::PubAck(ack))) => LinkEvent::Acked { pkid: ack.pkid },
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => LinkEvent::Sent { pkid },
-            Ok(_) => continue,
+            Ok(_) => {}
             Err(e) => {
                 let reason = e.to_string();
+                connected = false;
+                if let Some(outbound) = &outbound {
+                    outbound.disconnected();
+                }
                 set_state(&state, LinkState::Down, Some(reason.clone()));
-                reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     link = settings.name,
                     "disconnected: {reason}; retrying in {backoff:?}"
                 );
-                if events
-                    .send(LinkEvent::Disconnected { reason })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 set_state(&state, LinkState::Connecting, None);
-                continue;
             }
-        };
-        if events.send(event).await.is_err() {
-            // The agent is gone.
-            return;
         }
     }
 }
@@ -233,10 +536,98 @@ fn set_state(condition: &watch::Sender<LinkCondition>, state: LinkState, error: 
     condition.send_modify(|c| {
         if c.state != state {
             c.state = state;
-            c.since_ms = crate::interactions::now_ms();
+            c.since_ms = now_ms();
         }
         if error.is_some() {
             c.last_error = error;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracked(tag: u64) -> Tracked {
+        Tracked {
+            tag,
+            topic: format!("t/{tag}"),
+            payload: vec![tag as u8],
+        }
+    }
+
+    #[test]
+    fn a_puback_acknowledges_exactly_the_publish_that_got_its_packet_id() {
+        let outbound = Outbound::default();
+        assert!(
+            !outbound.queue(0, [tracked(1)]),
+            "nothing is queued while down"
+        );
+        outbound.connected();
+        let news = outbound.take();
+        assert_eq!((news.connection, news.connected), (1, true));
+        assert!(outbound.queue(1, (10..20).map(tracked)));
+        let mut pending = VecDeque::new();
+        outbound.hand_over(&mut pending);
+        let ids: HashMap<String, u16> = pending
+            .iter()
+            .map(|r| match r {
+                Request::Publish(p) => (p.topic.clone(), p.pkid),
+                other => panic!("unexpected request {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids.len(), 10);
+        // Acknowledged out of order: each PUBACK names its own entry.
+        outbound.acked(ids["t/17"]);
+        outbound.acked(ids["t/11"]);
+        outbound.acked(999);
+        let news = outbound.take();
+        assert_eq!(news.acked, [17, 11]);
+        assert_eq!(news.outstanding, 8);
+    }
+
+    #[test]
+    fn a_new_connection_forgets_what_was_in_flight_and_refuses_stale_queuing() {
+        let outbound = Outbound::default();
+        outbound.connected();
+        assert!(outbound.queue(1, [tracked(1), tracked(2)]));
+        let mut pending = VecDeque::new();
+        outbound.hand_over(&mut pending);
+        let Request::Publish(first) = &pending[0] else {
+            panic!()
+        };
+        let old_pkid = first.pkid;
+        outbound.disconnected();
+        assert!(!outbound.queue(1, [tracked(3)]));
+        outbound.connected();
+        assert!(
+            !outbound.queue(1, [tracked(3)]),
+            "queued for an old connection"
+        );
+        assert!(outbound.queue(2, [tracked(4)]));
+        // A late PUBACK of the old connection's packet id acknowledges nothing.
+        outbound.acked(old_pkid);
+        assert!(outbound.take().acked.is_empty());
+    }
+
+    #[test]
+    fn packet_ids_are_reused_only_after_their_puback() {
+        let outbound = Outbound::default();
+        outbound.connected();
+        assert!(outbound.queue(1, (0..u64::from(OUTBOUND_WINDOW) + 5).map(tracked)));
+        let mut pending = VecDeque::new();
+        outbound.hand_over(&mut pending);
+        assert_eq!(pending.len(), usize::from(OUTBOUND_WINDOW));
+        let Request::Publish(first) = &pending[0] else {
+            panic!()
+        };
+        outbound.acked(first.pkid);
+        let mut more = VecDeque::new();
+        outbound.hand_over(&mut more);
+        assert_eq!(more.len(), 1);
+        let Request::Publish(next) = &more[0] else {
+            panic!()
+        };
+        assert_eq!(next.pkid, first.pkid);
+    }
 }

@@ -1,4 +1,6 @@
-//! The agent's Prometheus metrics (served on `/metrics`), next to the sandbox's own.
+//! The agent's Prometheus metrics (served on `/metrics`, under the `edgefleet_agent` prefix), next to
+//! the sandbox's own. [`METRIC_NAMES`] lists every family as `/metrics` shows it, and a test checks
+//! that each one is registered: a counter that is counted but never registered is invisible.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,10 +17,19 @@ pub struct InteractionLabels {
     pub outcome: String,
 }
 
-/// A refused device message or module: why.
+/// Why: a refused message or module, a shed message, a host fault, an unready condition. Always one
+/// of a fixed set of names chosen by the agent, never a name taken from the network.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
+}
+
+impl ReasonLabels {
+    pub fn new(reason: &str) -> ReasonLabels {
+        ReasonLabels {
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// A link: `device` or `uplink`.
@@ -27,6 +38,41 @@ pub struct LinkLabels {
     pub link: String,
 }
 
+/// Every metric family of the agent, as `/metrics` names it.
+pub const METRIC_NAMES: &[&str] = &[
+    "edgefleet_agent_interactions_total",
+    "edgefleet_agent_interaction_latency_seconds",
+    "edgefleet_agent_refused_messages_total",
+    "edgefleet_agent_shed_messages_total",
+    "edgefleet_agent_host_faults_total",
+    "edgefleet_agent_commands_dropped_total",
+    "edgefleet_agent_refused_assignments_total",
+    "edgefleet_agent_queue_depth",
+    "edgefleet_agent_queue_bytes",
+    "edgefleet_agent_queue_devices",
+    "edgefleet_agent_active_devices_tracked",
+    "edgefleet_agent_active_devices_overflow_total",
+    "edgefleet_agent_outbox_depth",
+    "edgefleet_agent_outbox_dropped_total",
+    "edgefleet_agent_outbox_corrupt_total",
+    "edgefleet_agent_reconnects_total",
+    "edgefleet_agent_redeliveries_total",
+    "edgefleet_agent_module_swaps_total",
+    "edgefleet_agent_events_suppressed_total",
+    "edgefleet_agent_ready",
+    "edgefleet_agent_unready",
+    "edgefleet_agent_garbage_collected_total",
+];
+
+/// The reasons of `shed_messages` (see `intake::Shed::label`).
+const SHED_REASONS: [&str; 4] = ["over_budget", "best_effort", "full", "held"];
+/// The reasons of `host_faults` (see `interactions`).
+const HOST_FAULT_REASONS: [&str; 4] = ["unavailable", "state_read", "commit", "flush"];
+/// The reasons of `refused_messages`.
+const REFUSED_MESSAGE_REASONS: [&str; 3] = ["bad_topic", "oversized", "unknown_class"];
+/// The kinds of `garbage_collected`.
+const GARBAGE_KINDS: [&str; 2] = ["blob", "artefact"];
+
 /// Every counter and gauge of the agent.
 #[derive(Debug)]
 pub struct AgentMetrics {
@@ -34,13 +80,25 @@ pub struct AgentMetrics {
     /// From message arrival to commands sent, in seconds.
     pub latency: Histogram,
     pub refused_messages: Family<ReasonLabels, Counter>,
+    pub shed_messages: Family<ReasonLabels, Counter>,
+    pub host_faults: Family<ReasonLabels, Counter>,
+    pub commands_dropped: Counter,
     pub refused_assignments: Family<ReasonLabels, Counter>,
     pub queue_depth: Gauge,
+    pub queue_bytes: Gauge,
+    pub queue_devices: Gauge,
+    pub activity_tracked: Gauge,
+    pub activity_overflow: Counter,
     pub outbox_depth: Gauge,
     pub outbox_dropped: Counter,
+    pub outbox_corrupt: Counter,
     pub reconnects: Family<LinkLabels, Counter>,
+    pub redeliveries: Counter,
     pub swaps: Counter,
     pub events_suppressed: Counter,
+    pub ready: Gauge,
+    pub unready: Family<ReasonLabels, Gauge>,
+    pub garbage_collected: Family<ReasonLabels, Counter>,
 }
 
 impl Default for AgentMetrics {
@@ -49,20 +107,49 @@ impl Default for AgentMetrics {
             interactions: Family::default(),
             latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             refused_messages: Family::default(),
+            shed_messages: Family::default(),
+            host_faults: Family::default(),
+            commands_dropped: Counter::default(),
             refused_assignments: Family::default(),
             queue_depth: Gauge::default(),
+            queue_bytes: Gauge::default(),
+            queue_devices: Gauge::default(),
+            activity_tracked: Gauge::default(),
+            activity_overflow: Counter::default(),
             outbox_depth: Gauge::default(),
             outbox_dropped: Counter::default(),
+            outbox_corrupt: Counter::default(),
             reconnects: Family::default(),
+            redeliveries: Counter::default(),
             swaps: Counter::default(),
             events_suppressed: Counter::default(),
+            ready: Gauge::default(),
+            unready: Family::default(),
+            garbage_collected: Family::default(),
         }
     }
 }
 
 impl AgentMetrics {
-    /// Registers every metric under the `edgefleet_agent` prefix.
+    /// Registers every metric under the `edgefleet_agent` prefix. Label sets known in advance are
+    /// created at zero, so that each family is listed before anything happens.
     pub fn register(&self, registry: &mut Registry) {
+        for (family, reasons) in [
+            (&self.shed_messages, &SHED_REASONS[..]),
+            (&self.host_faults, &HOST_FAULT_REASONS[..]),
+            (&self.refused_messages, &REFUSED_MESSAGE_REASONS[..]),
+            (&self.garbage_collected, &GARBAGE_KINDS[..]),
+        ] {
+            for reason in reasons {
+                drop(family.get_or_create(&ReasonLabels::new(reason)));
+            }
+        }
+        for link in ["device", "uplink"] {
+            drop(
+                self.reconnects
+                    .get_or_create(&LinkLabels { link: link.into() }),
+            );
+        }
         let r = registry.sub_registry_with_prefix("edgefleet_agent");
         r.register(
             "interactions",
@@ -76,8 +163,23 @@ impl AgentMetrics {
         );
         r.register(
             "refused_messages",
-            "Device messages refused before any handler ran, by reason",
+            "Device messages refused before any handler ran (bad topic, oversized, unknown class), by reason; acknowledged",
             self.refused_messages.clone(),
+        );
+        r.register(
+            "shed_messages",
+            "Device messages not taken by the intake, by reason: over_budget (acknowledged), best_effort (QoS 0), full and held (left for redelivery)",
+            self.shed_messages.clone(),
+        );
+        r.register(
+            "host_faults",
+            "Device messages left unacknowledged because of a fault of the node (unavailable, state_read, commit, flush)",
+            self.host_faults.clone(),
+        );
+        r.register(
+            "commands_dropped",
+            "Commands to devices that could not be queued on the device link",
+            self.commands_dropped.clone(),
         );
         r.register(
             "refused_assignments",
@@ -86,8 +188,28 @@ impl AgentMetrics {
         );
         r.register(
             "queue_depth",
-            "Device messages waiting for a sandbox",
+            "Device messages in the intake (waiting or in a lane)",
             self.queue_depth.clone(),
+        );
+        r.register(
+            "queue_bytes",
+            "Payload bytes in the intake",
+            self.queue_bytes.clone(),
+        );
+        r.register(
+            "queue_devices",
+            "Devices the intake tracks (queues and rate budgets)",
+            self.queue_devices.clone(),
+        );
+        r.register(
+            "active_devices_tracked",
+            "Devices tracked for the status' active-device counts",
+            self.activity_tracked.clone(),
+        );
+        r.register(
+            "active_devices_overflow",
+            "Device sightings not tracked because the activity map was full",
+            self.activity_overflow.clone(),
         );
         r.register(
             "outbox_depth",
@@ -100,23 +222,105 @@ impl AgentMetrics {
             self.outbox_dropped.clone(),
         );
         r.register(
+            "outbox_corrupt",
+            "Outbox records that did not decode and were removed",
+            self.outbox_corrupt.clone(),
+        );
+        r.register(
             "reconnects",
             "MQTT reconnection attempts by link",
             self.reconnects.clone(),
+        );
+        r.register(
+            "redeliveries",
+            "Device link reconnects made so that the broker delivers unacknowledged messages again",
+            self.redeliveries.clone(),
         );
         r.register(
             "module_swaps",
             "Module versions switched in",
             self.swaps.clone(),
         );
+        r.register(
+            "events_suppressed",
+            "Agent events caused by device traffic held back by the event throttle",
+            self.events_suppressed.clone(),
+        );
+        r.register(
+            "ready",
+            "1 when /readyz answers ready, else 0",
+            self.ready.clone(),
+        );
+        r.register(
+            "unready",
+            "1 for each reason /readyz gives now for being unready",
+            self.unready.clone(),
+        );
+        r.register(
+            "garbage_collected",
+            "Module blobs and compiled artefacts removed because no class references them, by kind",
+            self.garbage_collected.clone(),
+        );
     }
 
     /// Counts one refused device message.
     pub fn refuse_message(&self, reason: &str) {
         self.refused_messages
-            .get_or_create(&ReasonLabels {
-                reason: reason.into(),
+            .get_or_create(&ReasonLabels::new(reason))
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family in [`METRIC_NAMES`] appears in the exposition, and nothing appears that is not
+    /// listed (families with labels show up once a label set is used, so each is touched here).
+    #[test]
+    fn every_listed_metric_is_registered() {
+        let metrics = AgentMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics
+            .interactions
+            .get_or_create(&InteractionLabels {
+                class: "c".into(),
+                version: "v".into(),
+                outcome: "ok".into(),
             })
             .inc();
+        for family in [
+            &metrics.refused_messages,
+            &metrics.shed_messages,
+            &metrics.host_faults,
+            &metrics.refused_assignments,
+            &metrics.garbage_collected,
+        ] {
+            family.get_or_create(&ReasonLabels::new("x")).inc();
+        }
+        metrics
+            .unready
+            .get_or_create(&ReasonLabels::new("x"))
+            .set(1);
+        metrics
+            .reconnects
+            .get_or_create(&LinkLabels {
+                link: "device".into(),
+            })
+            .inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let exposed: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|name| name.strip_suffix("_total").unwrap_or(name))
+            .collect();
+        let listed: std::collections::BTreeSet<&str> = METRIC_NAMES
+            .iter()
+            .map(|name| name.strip_suffix("_total").unwrap_or(name))
+            .collect();
+        assert_eq!(exposed, listed);
     }
 }

@@ -14,19 +14,18 @@ use edgefleet_protocol::status::{
     OutboxStatus,
 };
 use edgefleet_protocol::topic::Topic;
-use rumqttc::QoS;
+use tokio::sync::watch;
 
 use crate::classes::{ActiveClass, ClassHandler};
-use crate::interactions::{Pipeline, now_ms};
-use crate::link::{LinkHandle, LinkState};
-
-/// Devices heard from within this window count as active.
-const ACTIVE_WINDOW: Duration = Duration::from_secs(60);
+use crate::clock::now_ms;
+use crate::context::Context;
+use crate::link::{Link, LinkState};
 
 /// Builds and publishes the status.
 pub struct StatusReporter {
-    pub pipeline: Arc<Pipeline>,
-    pub uplink: LinkHandle,
+    pub ctx: Arc<Context>,
+    pub uplink: Link,
+    pub device_link: Link,
     pub started_at_ms: u64,
     pub agent_version: String,
     pub wasmedge_version: String,
@@ -37,15 +36,17 @@ pub struct StatusReporter {
 
 impl StatusReporter {
     pub fn new(
-        pipeline: Arc<Pipeline>,
-        uplink: LinkHandle,
+        ctx: Arc<Context>,
+        uplink: Link,
+        device_link: Link,
         started_at_ms: u64,
         agent_version: String,
         wasmedge_version: String,
     ) -> StatusReporter {
         StatusReporter {
-            pipeline,
+            ctx,
             uplink,
+            device_link,
             started_at_ms,
             agent_version,
             wasmedge_version,
@@ -57,7 +58,14 @@ impl StatusReporter {
 
     /// The status now.
     pub fn build(&mut self) -> NodeStatus {
-        let p = &self.pipeline;
+        let p = &self.ctx;
+        let active_now = p.activity.count(Instant::now());
+        let (tracked, overflow) = p.activity.size();
+        p.metrics.activity_tracked.set(tracked as i64);
+        let counted = p.metrics.activity_overflow.get();
+        p.metrics
+            .activity_overflow
+            .inc_by(overflow.saturating_sub(counted));
         let elapsed = self.last_at.elapsed().as_secs_f64().max(0.001);
         let mut total = 0;
         let mut classes = Vec::new();
@@ -75,7 +83,7 @@ impl StatusReporter {
                 .unwrap_or(0);
             let class_rate = interactions.saturating_sub(before) as f64 / elapsed;
             let seen = p.store.device_count(&active.class).unwrap_or(0) as u32;
-            let recent = p.activity.active(&active.class, ACTIVE_WINDOW);
+            let recent = active_now.get(&active.class).copied().unwrap_or(0);
             active_devices += recent;
             seen_devices += seen;
             let previous = p.classes.previous(&active.class);
@@ -132,7 +140,7 @@ impl StatusReporter {
             started_at_ms: self.started_at_ms,
             updated_at_ms: now_ms(),
             uplink: link_status(&self.uplink),
-            device_link: link_status(&p.device_link),
+            device_link: link_status(&self.device_link),
             outbox: OutboxStatus {
                 depth,
                 capacity: p.store.outbox_limits().max_entries,
@@ -156,38 +164,52 @@ impl StatusReporter {
             timeouts: load(&active.counters.timeouts),
             rejections: load(&active.counters.rejections),
             quarantined: match &active.handler {
-                ClassHandler::Wasm(module) => self.pipeline.sandbox.is_quarantined(module),
+                ClassHandler::Wasm(module) => self.ctx.sandbox.is_quarantined(module),
                 ClassHandler::Native(_) => false,
             },
         }
     }
 
-    /// Publishes the status every `interval`, until the uplink client is gone.
-    pub async fn run(mut self, interval: Duration) {
+    /// Publishes the status every `interval` until `stop` turns true.
+    pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) {
         let topic = Topic::Status {
-            node: self.pipeline.node.clone(),
+            node: self.ctx.node.clone(),
         }
         .to_string();
         let mut ticker = tokio::time::interval(interval);
         loop {
-            ticker.tick().await;
-            let status = self.build();
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
+            // Built off the async threads: it counts devices in the store.
+            let (status, back) = match tokio::task::spawn_blocking(move || {
+                let status = self.build();
+                (status, self)
+            })
+            .await
+            {
+                Ok(built) => built,
+                Err(e) => {
+                    tracing::error!("status task failed: {e}");
+                    return;
+                }
+            };
+            self = back;
             if self.uplink.is_connected()
                 && let Err(e) = self
                     .uplink
-                    .client
-                    .publish(topic.clone(), QoS::AtMostOnce, true, codec::encode(&status))
+                    .publish_status(topic.clone(), codec::encode(&status))
                     .await
             {
                 tracing::debug!("status not published: {e}");
-                return;
             }
         }
     }
 }
 
-fn link_status(link: &LinkHandle) -> LinkStatus {
-    let condition = link.condition.borrow().clone();
+fn link_status(link: &Link) -> LinkStatus {
+    let condition = link.condition();
     LinkStatus {
         state: match condition.state {
             LinkState::Connected => StatusLinkState::Connected,
@@ -195,7 +217,7 @@ fn link_status(link: &LinkHandle) -> LinkStatus {
             LinkState::Down => StatusLinkState::Disconnected,
         },
         since_ms: condition.since_ms,
-        reconnects: link.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+        reconnects: link.reconnects(),
         last_error: condition.last_error,
     }
 }

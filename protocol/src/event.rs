@@ -69,6 +69,11 @@ pub enum EventKind {
     OutboxDropped,
     /// An interaction failed (trap, timeout, limit, worker crash).
     InteractionFailed,
+    /// A device sent more than its class's rate budget; the excess was dropped.
+    DeviceOverBudget,
+    /// Device messages could not be handled because of a fault of the node itself (workers
+    /// unavailable, the store failing); they were left for the broker to deliver again.
+    HostFault,
     /// A kind this side does not know (sent by a newer agent).
     #[serde(other)]
     Other,
@@ -92,6 +97,8 @@ impl EventKind {
             EventKind::OutboxFull => "OutboxFull",
             EventKind::OutboxDropped => "OutboxDropped",
             EventKind::InteractionFailed => "InteractionFailed",
+            EventKind::DeviceOverBudget => "DeviceOverBudget",
+            EventKind::HostFault => "HostFault",
             EventKind::Other => "Other",
         }
     }

@@ -26,6 +26,11 @@ pub struct ClassLimits {
     pub max_module_bytes: u32,
     /// Class-relative upstream topics the handler may publish to, as MQTT-style filters (`+`, `#`).
     pub allowed_topics: Vec<String>,
+    /// Each device's sustained message budget, per second: the agent drops what a device sends beyond
+    /// it (after the burst below is spent), so one chatty or hostile device cannot starve the others.
+    pub device_rate_per_s: u32,
+    /// Messages a device may send at once above its sustained rate (the budget's bucket size).
+    pub device_burst: u32,
 }
 
 impl Default for ClassLimits {
@@ -38,6 +43,8 @@ impl Default for ClassLimits {
             max_state_bytes: 16 * 1024,
             max_module_bytes: 4 * 1024 * 1024,
             allowed_topics: vec!["telemetry".into(), "event/#".into()],
+            device_rate_per_s: 20,
+            device_burst: 100,
         }
     }
 }
@@ -46,7 +53,7 @@ impl Default for ClassLimits {
 pub const MAX_ALLOWED_TOPICS: usize = 64;
 
 /// The range each numeric limit must lie in, as (field, min, max); see [`ClassLimits::validate`].
-pub const LIMIT_RANGES: [(&str, u64, u64); 6] = [
+pub const LIMIT_RANGES: [(&str, u64, u64); 8] = [
     ("max_memory_pages", 1, 4096),
     ("time_budget_ms", 1, 60_000),
     ("max_outputs", 0, 1024),
@@ -57,6 +64,8 @@ pub const LIMIT_RANGES: [(&str, u64, u64); 6] = [
     ),
     ("max_state_bytes", 0, 1024 * 1024),
     ("max_module_bytes", 1, crate::manifest::MAX_MODULE_BYTES),
+    ("device_rate_per_s", 1, 100_000),
+    ("device_burst", 1, 100_000),
 ];
 
 /// Why a [`ClassLimits`] is refused.
@@ -103,6 +112,8 @@ impl ClassLimits {
             u64::from(self.max_output_bytes),
             u64::from(self.max_state_bytes),
             u64::from(self.max_module_bytes),
+            u64::from(self.device_rate_per_s),
+            u64::from(self.device_burst),
         ];
         for ((field, min, max), value) in LIMIT_RANGES.into_iter().zip(values) {
             if !(min..=max).contains(&value) {
@@ -155,6 +166,7 @@ mod tests {
         assert_eq!(limits.max_state_bytes, 16384);
         assert_eq!(limits.max_module_bytes, 4 * 1024 * 1024);
         assert_eq!(limits.allowed_topics, ["telemetry", "event/#"]);
+        assert_eq!((limits.device_rate_per_s, limits.device_burst), (20, 100));
     }
 
     #[test]

@@ -317,7 +317,7 @@ mod tests {
             commits >= last_flushed,
             "flushed commit {last_flushed} was lost: state is {commits}"
         );
-        let outbox = store.outbox_peek(0, usize::MAX).unwrap();
+        let outbox = store.outbox_peek(0, usize::MAX).unwrap().messages;
         assert_eq!(
             outbox.len() as u64,
             commits,

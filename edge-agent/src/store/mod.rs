@@ -84,7 +84,9 @@ use std::time::{Duration, Instant};
 pub use classes::{ClassRecord, ClassVersion};
 pub use error::StoreError;
 pub use meta::FORMAT;
-pub use outbox::{Appended, OutboxDepth, OutboxEntry, OutboxLimits, OutboxMessage, WhenFull};
+pub use outbox::{
+    Appended, OutboxDepth, OutboxEntry, OutboxLimits, OutboxMessage, Peeked, WhenFull,
+};
 
 /// Tree names, as sled stores them and as [`StoreError::Corrupt`] names them.
 mod tree {

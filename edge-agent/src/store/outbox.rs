@@ -128,6 +128,15 @@ pub struct Appended {
     pub refused: u64,
 }
 
+/// What [`Store::outbox_peek`] read.
+#[derive(Debug, Default)]
+pub struct Peeked {
+    /// Entries in seq order.
+    pub messages: Vec<(u64, OutboxMessage)>,
+    /// Seqs of entries that do not decode, with why.
+    pub corrupt: Vec<(u64, String)>,
+}
+
 /// How full the outbox is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxDepth {
@@ -146,40 +155,30 @@ impl Store {
         )
     }
 
-    /// Up to `limit` entries from seq `from_seq` on, in seq order. A corrupt entry fails the whole
-    /// call, naming its seq: remove it with [`Store::outbox_remove`] to go on.
-    pub fn outbox_peek(
-        &self,
-        from_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, OutboxMessage)>, StoreError> {
-        self.outbox
-            .range(from_seq.to_be_bytes()..)
-            .take(limit)
-            .map(|entry| {
-                let (key, value) = entry?;
-                let seq = <[u8; 8]>::try_from(key.as_ref())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        tree: OUTBOX,
-                        key: hex::encode(&key),
-                        detail: format!(
-                            "a {}-byte key where an 8-byte seq belongs: not written by an agent; move the store directory aside to start afresh",
-                            key.len()
-                        ),
-                    })?;
-                let message = codec::decode(&value, MAX_OUTBOX_RECORD_BYTES).map_err(|e| {
-                    StoreError::Corrupt {
-                        tree: OUTBOX,
-                        key: seq.to_string(),
-                        detail: format!(
-                            "{e}; remove the entry (Store::outbox_remove) and count it as dropped"
-                        ),
-                    }
+    /// Up to `limit` entries from seq `from_seq` on, in seq order. An entry that does not decode
+    /// (damaged on disk) is returned apart, in [`Peeked::corrupt`], so that one bad record never
+    /// blocks the ones after it: the publisher removes and counts it. A key that is not a seq fails
+    /// the call (the tree was not written by an agent).
+    pub fn outbox_peek(&self, from_seq: u64, limit: usize) -> Result<Peeked, StoreError> {
+        let mut peeked = Peeked::default();
+        for entry in self.outbox.range(from_seq.to_be_bytes()..).take(limit) {
+            let (key, value) = entry?;
+            let seq = <[u8; 8]>::try_from(key.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    tree: OUTBOX,
+                    key: hex::encode(&key),
+                    detail: format!(
+                        "a {}-byte key where an 8-byte seq belongs: not written by an agent; move the store directory aside to start afresh",
+                        key.len()
+                    ),
                 })?;
-                Ok((seq, message))
-            })
-            .collect()
+            match codec::decode(&value, MAX_OUTBOX_RECORD_BYTES) {
+                Ok(message) => peeked.messages.push((seq, message)),
+                Err(e) => peeked.corrupt.push((seq, e.to_string())),
+            }
+        }
+        Ok(peeked)
     }
 
     /// Removes the entry `seq` (on the broker's PUBACK); returns whether it was there.
@@ -323,6 +322,7 @@ pub(super) mod tests {
         store
             .outbox_peek(0, usize::MAX)
             .unwrap()
+            .messages
             .into_iter()
             .map(|(seq, message)| {
                 let text = match message.topic.ends_with("/event") {
@@ -369,7 +369,7 @@ pub(super) mod tests {
                 refused: 0
             }
         );
-        let peeked = store.outbox_peek(0, 10).unwrap();
+        let peeked = store.outbox_peek(0, 10).unwrap().messages;
         assert_eq!(
             peeked[0].1.topic,
             "ef/v1/node/edge-1/up/thermo/t-1/telemetry"
@@ -412,7 +412,7 @@ pub(super) mod tests {
         let expected: Vec<_> = (0..50).map(|i| (i, format!("m{i}"))).collect();
         assert_eq!(contents(&store), expected);
         assert_eq!(
-            store.outbox_peek(48, 10).unwrap().len(),
+            store.outbox_peek(48, 10).unwrap().messages.len(),
             2,
             "peek starts at from_seq"
         );
@@ -420,6 +420,7 @@ pub(super) mod tests {
             store
                 .outbox_peek(10, 3)
                 .unwrap()
+                .messages
                 .into_iter()
                 .map(|(seq, _)| seq)
                 .collect::<Vec<_>>(),
@@ -616,7 +617,7 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn a_damaged_entry_is_reported_naming_its_seq_and_can_be_removed() {
+    fn a_damaged_entry_is_set_apart_naming_its_seq_and_can_be_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store
@@ -630,12 +631,14 @@ pub(super) mod tests {
             .outbox
             .insert(1u64.to_be_bytes(), b"\xff\x00".as_slice())
             .unwrap();
-        let error = store.outbox_peek(0, 10).unwrap_err();
-        assert!(
-            matches!(&error, StoreError::Corrupt { tree: OUTBOX, key, .. } if key == "1"),
-            "{error:?}"
+        let peeked = store.outbox_peek(0, 10).unwrap();
+        assert_eq!(peeked.corrupt.len(), 1);
+        assert_eq!(
+            peeked.corrupt[0].0, 1,
+            "the damaged entry is named by its seq"
         );
-        assert_eq!(store.outbox_peek(0, 1).unwrap().len(), 1, "seq 0 is intact");
+        let seqs: Vec<u64> = peeked.messages.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [0, 2], "the entries around it are read");
         assert!(store.outbox_remove(1).unwrap());
         assert_eq!(contents(&store), [(0, "a".into()), (2, "c".into())]);
     }

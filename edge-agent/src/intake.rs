@@ -1,0 +1,625 @@
+//! The intake: where device messages wait for a lane, fairly and within bounds. A pure state machine
+//! (no I/O, no clock of its own), so every rule below is unit-tested apart from MQTT.
+//!
+//! * **Never waits.** [`Intake::offer`] decides at once: queued, a duplicate of one held, or shed
+//!   with a reason. The device link's polling task calls it, so reading from the broker never waits
+//!   on a lane.
+//! * **Per-device fairness.** Each device has its own queue; lanes take rounds of at most one message
+//!   per device from a round-robin list of devices with work ([`Intake::take_round`]), and a device
+//!   whose message finished goes to the back of that list. A device with a backlog of thousands
+//!   gets one message per round, like every other device.
+//! * **Per-device order.** A device has at most one message in a lane at a time; its next message
+//!   waits until [`Intake::finish`].
+//! * **Per-device rate budget** (per class: `device_rate_per_s`, `device_burst` in the class limits):
+//!   a token bucket; a message beyond it is shed as [`Shed::OverBudget`] — the device is at fault,
+//!   so a QoS 1 message is acknowledged and dropped, and counted.
+//! * **Bounds.** Messages and bytes in the intake, messages per device, tracked devices: all capped.
+//!   **QoS 0 is best effort and shed first**: a QoS 0 message is taken only while the device has
+//!   fewer than [`IntakeLimits::qos0_per_device`] waiting and the intake is less than half full.
+//!   A QoS 1 message that does not fit is shed as [`Shed::Full`]: it is *not* acknowledged (it is not
+//!   the device's fault), and the caller has the broker deliver it again later.
+//! * **Order across host faults.** When a host-side fault leaves a device's message unacknowledged,
+//!   [`Intake::hold`] drops that device's waiting QoS 1 messages (also unacknowledged) and sheds its
+//!   new ones as [`Shed::Held`] until [`Intake::resume`] (called on the reconnect that makes the
+//!   broker deliver them all again, in their order).
+//! * **Duplicates.** A QoS 1 message delivered again (after a reconnect) while its first copy is
+//!   still held here has the same packet id: it is dropped as [`Offered::Duplicate`]; the first
+//!   copy's acknowledgement covers both.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::time::Instant;
+
+/// The intake's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntakeLimits {
+    /// Messages waiting or in a lane, at most.
+    pub max_messages: usize,
+    /// Their payload bytes, at most.
+    pub max_bytes: usize,
+    /// Messages of one device waiting, at most (QoS 1).
+    pub max_per_device: usize,
+    /// QoS 0 messages of one device waiting, at most.
+    pub qos0_per_device: usize,
+    /// Devices tracked (queues and rate buckets), at most; idle ones are forgotten first.
+    pub max_devices: usize,
+}
+
+impl Default for IntakeLimits {
+    fn default() -> Self {
+        IntakeLimits {
+            max_messages: 16_384,
+            max_bytes: 64 << 20,
+            max_per_device: 64,
+            qos0_per_device: 4,
+            max_devices: 65_536,
+        }
+    }
+}
+
+/// A device's rate budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub rate_per_s: f64,
+    pub burst: f64,
+}
+
+/// What a message is, as far as the intake cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope {
+    /// QoS 1 (at least once) rather than QoS 0.
+    pub acknowledged: bool,
+    /// The broker's packet id (QoS 1).
+    pub pkid: u16,
+    pub bytes: usize,
+}
+
+/// What [`Intake::offer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    Queued,
+    /// A QoS 1 message whose first copy is still here (same packet id): drop it, do not ack it.
+    Duplicate,
+    Shed(Shed),
+}
+
+/// Why a message was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shed {
+    /// The device sent more than its rate budget: its fault; a QoS 1 message is acked and dropped.
+    OverBudget,
+    /// QoS 0 and the device already has some waiting, or the intake is half full: best effort.
+    BestEffort,
+    /// QoS 1 and the device's queue or the intake is full: not acked, delivered again later.
+    Full,
+    /// The device is held after a host-side fault: not acked, delivered again after the reconnect.
+    Held,
+}
+
+impl Shed {
+    /// A short stable name for metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Shed::OverBudget => "over_budget",
+            Shed::BestEffort => "best_effort",
+            Shed::Full => "full",
+            Shed::Held => "held",
+        }
+    }
+
+    /// Whether a QoS 1 message shed so is acknowledged (dropped for good) rather than left to be
+    /// delivered again.
+    pub fn acks(self) -> bool {
+        matches!(self, Shed::OverBudget)
+    }
+}
+
+/// A message in a round, with the device it belongs to.
+#[derive(Debug)]
+pub struct Taken<K, M> {
+    pub device: K,
+    pub message: M,
+    pub envelope: Envelope,
+    /// When the message was offered.
+    pub arrived: Instant,
+}
+
+struct Waiting<M> {
+    message: M,
+    envelope: Envelope,
+    arrived: Instant,
+}
+
+struct Device<M> {
+    queue: VecDeque<Waiting<M>>,
+    /// Since when a message of this device is in a lane.
+    in_lane: Option<Instant>,
+    held: bool,
+    tokens: f64,
+    refilled: Instant,
+    budget: Budget,
+}
+
+impl<M> Device<M> {
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.in_lane.is_none() && !self.held
+    }
+
+    /// Whether forgetting the device would change nothing: idle, with a full bucket by `now`.
+    fn forgettable(&self, now: Instant) -> bool {
+        self.idle() && self.tokens_at(now) >= self.budget.burst
+    }
+
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        (self.tokens + elapsed * self.budget.rate_per_s).min(self.budget.burst)
+    }
+}
+
+/// The intake. See the module documentation.
+pub struct Intake<K, M> {
+    limits: IntakeLimits,
+    devices: HashMap<K, Device<M>>,
+    /// Devices with a message waiting and none in a lane, in round-robin order.
+    ready: VecDeque<K>,
+    /// Packet ids of the QoS 1 messages here (waiting or in a lane).
+    pkids: HashSet<u16>,
+    messages: usize,
+    bytes: usize,
+}
+
+/// Counts for gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntakeDepth {
+    /// Messages waiting or in a lane.
+    pub messages: usize,
+    pub bytes: usize,
+    /// Devices tracked.
+    pub devices: usize,
+}
+
+impl<K: Clone + Eq + Hash, M> Intake<K, M> {
+    pub fn new(limits: IntakeLimits) -> Intake<K, M> {
+        Intake {
+            limits,
+            devices: HashMap::new(),
+            ready: VecDeque::new(),
+            pkids: HashSet::new(),
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Takes a message of `device` arriving at `now`, or says why not. Never waits.
+    pub fn offer(
+        &mut self,
+        device: K,
+        envelope: Envelope,
+        message: M,
+        budget: Budget,
+        now: Instant,
+    ) -> Offered {
+        if envelope.acknowledged && self.pkids.contains(&envelope.pkid) {
+            return Offered::Duplicate;
+        }
+        if !self.devices.contains_key(&device) && self.devices.len() >= self.limits.max_devices {
+            self.forget_idle(now);
+            if self.devices.len() >= self.limits.max_devices {
+                return Offered::Shed(if envelope.acknowledged {
+                    Shed::Full
+                } else {
+                    Shed::BestEffort
+                });
+            }
+        }
+        let limits = self.limits;
+        let half_full =
+            self.messages * 2 >= limits.max_messages || self.bytes * 2 >= limits.max_bytes;
+        let full =
+            self.messages >= limits.max_messages || self.bytes + envelope.bytes > limits.max_bytes;
+        let entry = self
+            .devices
+            .entry(device.clone())
+            .or_insert_with(|| Device {
+                queue: VecDeque::new(),
+                in_lane: None,
+                held: false,
+                tokens: budget.burst,
+                refilled: now,
+                budget,
+            });
+        // The class's budget may have changed with a new module version.
+        entry.budget = budget;
+        if entry.held && envelope.acknowledged {
+            return Offered::Shed(Shed::Held);
+        }
+        entry.tokens = entry.tokens_at(now);
+        entry.refilled = now;
+        if entry.tokens < 1.0 {
+            return Offered::Shed(Shed::OverBudget);
+        }
+        entry.tokens -= 1.0;
+        if envelope.acknowledged {
+            if full || entry.queue.len() >= limits.max_per_device {
+                return Offered::Shed(Shed::Full);
+            }
+        } else {
+            let waiting_qos0 = entry
+                .queue
+                .iter()
+                .filter(|w| !w.envelope.acknowledged)
+                .count();
+            if full || half_full || waiting_qos0 >= limits.qos0_per_device {
+                return Offered::Shed(Shed::BestEffort);
+            }
+        }
+        let was_ready = !entry.queue.is_empty() || entry.in_lane.is_some();
+        entry.queue.push_back(Waiting {
+            message,
+            envelope,
+            arrived: now,
+        });
+        self.messages += 1;
+        self.bytes += envelope.bytes;
+        if envelope.acknowledged {
+            self.pkids.insert(envelope.pkid);
+        }
+        if !was_ready {
+            self.ready.push_back(device);
+        }
+        Offered::Queued
+    }
+
+    /// The next message of up to `max` devices, one each, in round-robin order; each device stays in
+    /// its lane until [`Intake::finish`].
+    pub fn take_round(&mut self, max: usize, now: Instant) -> Vec<Taken<K, M>> {
+        let mut round = Vec::new();
+        while round.len() < max {
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(device) = self.devices.get_mut(&key) else {
+                continue;
+            };
+            let Some(waiting) = device.queue.pop_front() else {
+                continue;
+            };
+            device.in_lane = Some(now);
+            round.push(Taken {
+                device: key,
+                message: waiting.message,
+                envelope: waiting.envelope,
+                arrived: waiting.arrived,
+            });
+        }
+        round
+    }
+
+    /// Whether some device has a message waiting for a lane.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// The device's message in a lane is done (acked or left for redelivery): its next one may go.
+    pub fn finish(&mut self, device: &K, envelope: Envelope) {
+        self.forget_message(envelope);
+        let Some(entry) = self.devices.get_mut(device) else {
+            return;
+        };
+        entry.in_lane = None;
+        if !entry.queue.is_empty() {
+            self.ready.push_back(device.clone());
+        }
+    }
+
+    /// A host-side fault left a message of `device` unacknowledged: drops its waiting QoS 1 messages
+    /// (returned, so the caller can count them; they are not acked) and sheds its new ones until
+    /// [`Intake::resume`]. Waiting QoS 0 messages stay: the broker would not send them again.
+    pub fn hold(&mut self, device: &K) -> Vec<M> {
+        let Some(entry) = self.devices.get_mut(device) else {
+            return Vec::new();
+        };
+        entry.held = true;
+        let mut dropped = Vec::new();
+        let mut kept = VecDeque::new();
+        for waiting in entry.queue.drain(..) {
+            if waiting.envelope.acknowledged {
+                dropped.push(waiting);
+            } else {
+                kept.push_back(waiting);
+            }
+        }
+        entry.queue = kept;
+        let dropped: Vec<M> = dropped
+            .into_iter()
+            .map(|w| {
+                self.forget_message(w.envelope);
+                w.message
+            })
+            .collect();
+        dropped
+    }
+
+    /// The broker is about to deliver every unacknowledged message again: held devices take
+    /// messages again.
+    pub fn resume(&mut self) {
+        for device in self.devices.values_mut() {
+            device.held = false;
+        }
+    }
+
+    /// Whether some device is held.
+    pub fn any_held(&self) -> bool {
+        self.devices.values().any(|d| d.held)
+    }
+
+    /// When the oldest message still here (waiting or in a lane) arrived, and the longest a message
+    /// has been in a lane.
+    pub fn oldest(&self) -> (Option<Instant>, Option<Instant>) {
+        let mut waiting: Option<Instant> = None;
+        let mut in_lane: Option<Instant> = None;
+        for device in self.devices.values() {
+            if let Some(front) = device.queue.front() {
+                waiting = Some(waiting.map_or(front.arrived, |w| w.min(front.arrived)));
+            }
+            if let Some(since) = device.in_lane {
+                in_lane = Some(in_lane.map_or(since, |w| w.min(since)));
+            }
+        }
+        (waiting, in_lane)
+    }
+
+    /// Forgets devices that are idle and whose bucket is full again: they would start afresh anyway.
+    pub fn forget_idle(&mut self, now: Instant) {
+        self.devices.retain(|_, d| !d.forgettable(now));
+        if self.devices.len() >= self.limits.max_devices {
+            // Still full of idle devices with spent buckets (many ids, each sending once): forget
+            // those too — a device that comes back gets a fresh budget, which is the lesser harm.
+            self.devices.retain(|_, d| !d.idle());
+        }
+    }
+
+    pub fn depth(&self) -> IntakeDepth {
+        IntakeDepth {
+            messages: self.messages,
+            bytes: self.bytes,
+            devices: self.devices.len(),
+        }
+    }
+
+    fn forget_message(&mut self, envelope: Envelope) {
+        self.messages = self.messages.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(envelope.bytes);
+        if envelope.acknowledged {
+            self.pkids.remove(&envelope.pkid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const GENEROUS: Budget = Budget {
+        rate_per_s: 1e9,
+        burst: 1e9,
+    };
+
+    fn qos1(pkid: u16) -> Envelope {
+        Envelope {
+            acknowledged: true,
+            pkid,
+            bytes: 10,
+        }
+    }
+
+    fn qos0() -> Envelope {
+        Envelope {
+            acknowledged: false,
+            pkid: 0,
+            bytes: 10,
+        }
+    }
+
+    fn devices(round: &[Taken<&'static str, u32>]) -> Vec<(&'static str, u32)> {
+        round.iter().map(|t| (t.device, t.message)).collect()
+    }
+
+    #[test]
+    fn a_device_with_a_backlog_gets_one_message_per_round_like_the_others() {
+        let now = Instant::now();
+        let mut intake = Intake::new(IntakeLimits::default());
+        for i in 0..50u16 {
+            intake.offer("flood", qos1(i + 1), u32::from(i), GENEROUS, now);
+        }
+        intake.offer("quiet-a", qos1(100), 100, GENEROUS, now);
+        intake.offer("quiet-b", qos1(101), 101, GENEROUS, now);
+        let round = intake.take_round(64, now);
+        assert_eq!(
+            devices(&round),
+            [("flood", 0), ("quiet-a", 100), ("quiet-b", 101)]
+        );
+        // Nothing more until the devices finish: per-device order.
+        assert!(intake.take_round(64, now).is_empty());
+        for taken in &round {
+            intake.finish(&taken.device, taken.envelope);
+        }
+        intake.offer("quiet-a", qos1(102), 102, GENEROUS, now);
+        let round = intake.take_round(64, now);
+        assert_eq!(devices(&round), [("flood", 1), ("quiet-a", 102)]);
+    }
+
+    #[test]
+    fn the_rate_budget_sheds_what_a_device_sends_beyond_it_and_refills_with_time() {
+        let start = Instant::now();
+        let budget = Budget {
+            rate_per_s: 10.0,
+            burst: 5.0,
+        };
+        let mut intake = Intake::new(IntakeLimits {
+            max_per_device: 1000,
+            ..IntakeLimits::default()
+        });
+        let offered: Vec<Offered> = (0..8u16)
+            .map(|i| intake.offer("d", qos1(i + 1), 0, budget, start))
+            .collect();
+        assert_eq!(offered[..5], [Offered::Queued; 5]);
+        assert_eq!(offered[5..], [Offered::Shed(Shed::OverBudget); 3]);
+        assert!(Shed::OverBudget.acks());
+        // 300 ms later three tokens are back.
+        let later = start + Duration::from_millis(300);
+        let offered: Vec<Offered> = (0..4u16)
+            .map(|i| intake.offer("d", qos1(i + 20), 0, budget, later))
+            .collect();
+        assert_eq!(
+            offered,
+            [
+                Offered::Queued,
+                Offered::Queued,
+                Offered::Queued,
+                Offered::Shed(Shed::OverBudget)
+            ]
+        );
+        // Another device has its own budget.
+        assert_eq!(
+            intake.offer("e", qos1(99), 0, budget, later),
+            Offered::Queued
+        );
+    }
+
+    #[test]
+    fn qos0_is_shed_first_and_qos1_is_never_acked_when_full() {
+        let now = Instant::now();
+        let mut intake = Intake::new(IntakeLimits {
+            max_messages: 8,
+            max_per_device: 100,
+            qos0_per_device: 2,
+            ..IntakeLimits::default()
+        });
+        assert_eq!(intake.offer("a", qos0(), 0, GENEROUS, now), Offered::Queued);
+        assert_eq!(intake.offer("a", qos0(), 1, GENEROUS, now), Offered::Queued);
+        assert_eq!(
+            intake.offer("a", qos0(), 2, GENEROUS, now),
+            Offered::Shed(Shed::BestEffort),
+            "the device's QoS 0 share is spent"
+        );
+        for i in 0..2u16 {
+            assert_eq!(
+                intake.offer("b", qos1(i + 1), 0, GENEROUS, now),
+                Offered::Queued
+            );
+        }
+        // Half full: QoS 0 of anyone is shed, QoS 1 still taken.
+        assert_eq!(
+            intake.offer("c", qos0(), 0, GENEROUS, now),
+            Offered::Shed(Shed::BestEffort)
+        );
+        for i in 0..4u16 {
+            assert_eq!(
+                intake.offer("c", qos1(i + 10), 0, GENEROUS, now),
+                Offered::Queued
+            );
+        }
+        let full = intake.offer("c", qos1(50), 0, GENEROUS, now);
+        assert_eq!(full, Offered::Shed(Shed::Full));
+        assert!(!Shed::Full.acks());
+        assert_eq!(intake.depth().messages, 8);
+    }
+
+    #[test]
+    fn a_redelivered_copy_of_a_message_still_here_is_a_duplicate() {
+        let now = Instant::now();
+        let mut intake = Intake::new(IntakeLimits::default());
+        assert_eq!(
+            intake.offer("a", qos1(7), 1, GENEROUS, now),
+            Offered::Queued
+        );
+        assert_eq!(
+            intake.offer("a", qos1(7), 1, GENEROUS, now),
+            Offered::Duplicate
+        );
+        let round = intake.take_round(1, now);
+        assert_eq!(
+            intake.offer("a", qos1(7), 1, GENEROUS, now),
+            Offered::Duplicate
+        );
+        intake.finish(&round[0].device, round[0].envelope);
+        // Acked and gone: the same packet id is a new message now.
+        assert_eq!(
+            intake.offer("a", qos1(7), 2, GENEROUS, now),
+            Offered::Queued
+        );
+    }
+
+    #[test]
+    fn a_held_device_drops_its_waiting_qos1_messages_until_resumed() {
+        let now = Instant::now();
+        let mut intake = Intake::new(IntakeLimits::default());
+        for i in 0..3u16 {
+            intake.offer("a", qos1(i + 1), u32::from(i), GENEROUS, now);
+        }
+        intake.offer("a", qos0(), 9, GENEROUS, now);
+        intake.offer("b", qos1(10), 10, GENEROUS, now);
+        let round = intake.take_round(64, now);
+        assert_eq!(devices(&round), [("a", 0), ("b", 10)]);
+        // Message 0 of "a" hit a host fault: left unacked, the device held.
+        assert_eq!(intake.hold(&"a"), [1, 2]);
+        intake.finish(&"a", round[0].envelope);
+        intake.finish(&"b", round[1].envelope);
+        assert_eq!(
+            intake.offer("a", qos1(4), 3, GENEROUS, now),
+            Offered::Shed(Shed::Held)
+        );
+        assert!(intake.any_held());
+        // The packet ids dropped are free: their redelivered copies are taken after the resume.
+        intake.resume();
+        assert_eq!(
+            intake.offer("a", qos1(1), 0, GENEROUS, now),
+            Offered::Queued
+        );
+        let round = intake.take_round(64, now);
+        assert_eq!(
+            devices(&round),
+            [("a", 9)],
+            "the QoS 0 message stayed, in order"
+        );
+    }
+
+    #[test]
+    fn tracked_devices_stay_bounded_whatever_ids_arrive() {
+        let start = Instant::now();
+        let budget = Budget {
+            rate_per_s: 1.0,
+            burst: 2.0,
+        };
+        let mut intake: Intake<u32, ()> = Intake::new(IntakeLimits {
+            max_devices: 100,
+            ..IntakeLimits::default()
+        });
+        for id in 0..10_000u32 {
+            let offered = intake.offer(id, qos0(), (), budget, start);
+            if let Some(taken) = intake.take_round(1, start).pop() {
+                intake.finish(&taken.device, taken.envelope);
+            }
+            assert_ne!(offered, Offered::Duplicate);
+            assert!(intake.depth().devices <= 100);
+        }
+        intake.forget_idle(start + Duration::from_secs(10));
+        assert_eq!(intake.depth().devices, 0);
+        assert_eq!(intake.depth().messages, 0);
+    }
+
+    #[test]
+    fn oldest_reports_the_longest_wait_and_the_longest_lane() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let mut intake = Intake::new(IntakeLimits::default());
+        assert_eq!(intake.oldest(), (None, None));
+        intake.offer("a", qos1(1), 0, GENEROUS, t0);
+        intake.offer("a", qos1(2), 0, GENEROUS, t1);
+        let _ = intake.take_round(1, t1);
+        assert_eq!(intake.oldest(), (Some(t1), Some(t1)));
+    }
+}
