@@ -5,7 +5,7 @@
 //! (wasmparser, wasm-encoder): an untrusted module is judged here before the AOT compiler or the
 //! runtime sees a byte of it. The checks run from cheapest to dearest, and each refusal is its own
 //! [`AdmissionError`] variant that tells the operator what is wrong and what to do about it:
-//! size, validation, ABI version, imports, the handler export, memory, tables.
+//! size, validation, ABI version, imports, the handler export, memory, tables, functions.
 //!
 //! - Validation accepts exactly core WebAssembly 2.0 (mutable globals, sign extension, saturating
 //!   float-to-int, multi-value, bulk memory, reference types, SIMD). WasmEdge 0.17.1's default
@@ -22,9 +22,14 @@
 //!   through pointers into `env.memory`, so such a handler could do nothing but return a code,
 //!   which is far more likely a build mistake than a real handler.
 //! - Tables and memory are the only places where a few bytes of module can ask for a large
-//!   allocation at instantiation, so both minimums are bounded. The number of functions, globals,
-//!   segments etc. is not bounded separately: each costs at least a byte of the module, which
-//!   `max_module_bytes` bounds, and wasmparser enforces its engine-wide limits on top.
+//!   allocation at instantiation, so both minimums are bounded.
+//! - Defined functions are bounded too ([`MAX_FUNCTIONS`]), because every fresh instance pays for
+//!   each of them: WasmEdge creates a function instance per defined function at every
+//!   instantiation (about 0.1 µs each through the sandbox here), so a 120 KB module of 20,000
+//!   empty functions made every interaction cost 2 ms instead of 8 µs, and took 6 s to load.
+//!   Globals, segments etc. are not bounded separately: they cost little per instance, each costs
+//!   at least a byte of the module, which `max_module_bytes` bounds, and wasmparser enforces its
+//!   engine-wide limits on top.
 
 use std::ops::Range;
 
@@ -46,6 +51,12 @@ use edgefleet_guest_abi::{
 /// gigabytes; toolchains emit one function table sized to the functions taken by address, far
 /// below this.
 pub const MAX_TABLE_ELEMENTS: u64 = 10_000;
+
+/// Most functions a module may define (imported host functions not counted). Each one costs every
+/// interaction a function instance (see the module documentation). The four handlers in
+/// `device-modules/` define 28 (thermostat) to 54 (meter); at this bound an interaction costs about
+/// 0.17 ms and loading 0.6 s (measured through the sandbox, release build, 2 vCPUs).
+pub const MAX_FUNCTIONS: usize = 2_000;
 
 /// Core WebAssembly 2.0; see the module documentation for why no more.
 const FEATURES: WasmFeatures = WasmFeatures::WASM2;
@@ -171,6 +182,13 @@ pub enum AdmissionError {
         limit: u64,
     },
     #[error(
+        "module defines {count} functions, over the limit of {limit}: every interaction creates \
+         a fresh instance, which costs about 0.1 µs per defined function (a handler needs tens; \
+         the edgefleet handlers define at most 54). Build it with optimisation for size and LTO \
+         (the guest SDK's release profile), drop dependencies it does not need, or split it"
+    )]
+    TooManyFunctions { count: usize, limit: usize },
+    #[error(
         "internal error: rewriting the module to import its memory produced a module that does \
          not pass admission ({reason}); this is an edgefleet bug, please report it with the \
          module. Linking the module with --import-memory avoids the rewrite"
@@ -230,6 +248,7 @@ fn inspect<'a>(wasm: &'a [u8], limits: &ClassLimits) -> Result<Inspected<'a>, Ad
     let (memory_type, defines_memory) = survey.memory()?.ok_or(AdmissionError::NoMemory)?;
     let memory = memory_limits(&memory_type, limits)?;
     survey.check_tables()?;
+    survey.check_functions()?;
     Ok(Inspected {
         survey,
         memory_type,
@@ -547,6 +566,16 @@ impl<'a> Survey<'a> {
             }),
             None => Ok(()),
         }
+    }
+
+    fn check_functions(&self) -> Result<(), AdmissionError> {
+        if self.functions.len() > MAX_FUNCTIONS {
+            return Err(AdmissionError::TooManyFunctions {
+                count: self.functions.len(),
+                limit: MAX_FUNCTIONS,
+            });
+        }
+        Ok(())
     }
 
     /// The type of function `index` of the function index space (imported functions first).
@@ -1014,6 +1043,37 @@ mod tests {
             ),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn defined_functions_are_bounded() {
+        // The handler export plus `n - 1` more functions: `n` defined functions.
+        let with_functions = |n: usize| {
+            let more = "(func (result i32) i32.const 1)".repeat(n - 1);
+            module(&format!("{MEMORY} {HANDLE} {more}"))
+        };
+        admit_default(&with_functions(MAX_FUNCTIONS)).unwrap();
+        let error = refusal(&with_functions(MAX_FUNCTIONS + 1));
+        assert!(
+            matches!(
+                error,
+                AdmissionError::TooManyFunctions {
+                    count,
+                    limit: MAX_FUNCTIONS
+                } if count == MAX_FUNCTIONS + 1
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("module defines 2001 functions, over the limit of 2000"),
+            "{error}"
+        );
+        // Imported host functions do not count.
+        let imports = r#"(import "edgefleet_v1" "now_ms" (func (result i64)))"#;
+        let more = "(func (result i32) i32.const 1)".repeat(MAX_FUNCTIONS - 1);
+        admit_default(&module(&format!("{imports} {MEMORY} {HANDLE} {more}"))).unwrap();
     }
 
     #[test]
