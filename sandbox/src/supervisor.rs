@@ -57,10 +57,18 @@ const WORKER_BINARY: &str = "edgefleet-sandbox-worker";
 impl WorkerCommand {
     /// The worker installed beside the running executable: in its directory, or in the parent
     /// directory, which is where cargo puts binaries for the tests and benchmarks it runs from
-    /// `target/<profile>/deps/`. When neither exists, the first candidate (so that the start error
-    /// names where the worker was expected).
+    /// `target/<profile>/deps/`. The executable is `argv[0]` when that names a file (a program run
+    /// through a loader, as `scripts/wasmedge-run` does, sees the loader as its `current_exe`), else
+    /// `current_exe`. When no candidate exists, the first one (so that the start error names where the
+    /// worker was expected).
     pub fn beside_current_exe() -> WorkerCommand {
-        let exe = std::env::current_exe().unwrap_or_default();
+        let argv0 = std::env::args_os()
+            .next()
+            .map(PathBuf::from)
+            .filter(|path| path.is_file());
+        let exe = argv0
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_default();
         let candidates: Vec<PathBuf> = exe
             .ancestors()
             .skip(1)
