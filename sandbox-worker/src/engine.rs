@@ -26,7 +26,9 @@ use edgefleet_guest_abi::{
     MEMORY_MODULE, MEMORY_NAME, ValType,
 };
 use edgefleet_sandbox::admission::MemoryLimits;
-use edgefleet_sandbox::{Interaction, InteractionError, LogLevel, LogLine, Outcome, Upstream};
+use edgefleet_sandbox::{
+    Interaction, InteractionError, LogLevel, LogLine, MAX_TOPIC_BYTES, Outcome, Upstream,
+};
 
 const PAGE: u64 = 64 * 1024;
 
@@ -617,10 +619,13 @@ impl HostState {
         len: i32,
     ) -> Result<(), InteractionError> {
         let topic = self.guest("publish topic", topic_ptr, topic_len)?;
-        let topic = String::from_utf8_lossy(topic).into_owned();
+        // No class topic is this long: a longer one is refused, and reported cut.
+        let too_long = topic.len() > MAX_TOPIC_BYTES;
+        let topic = lossy_prefix(topic, MAX_TOPIC_BYTES);
         let payload = self.guest("publish", ptr, len)?.to_vec();
         self.count_output(payload.len())?;
-        let allowed = edgefleet_protocol::topic::is_class_topic(&topic)
+        let allowed = !too_long
+            && edgefleet_protocol::topic::is_class_topic(&topic)
             && self
                 .limits
                 .allowed_topics
@@ -652,7 +657,7 @@ impl HostState {
             self.outcome.dropped_logs += 1;
             return Ok(());
         }
-        let text = log_text(line);
+        let text = lossy_prefix(line, MAX_LOG_LINE_BYTES);
         self.outcome.logs.push(LogLine {
             level: LogLevel::from_abi(level),
             text,
@@ -661,14 +666,14 @@ impl HostState {
     }
 }
 
-/// A log line as kept: its first [`MAX_LOG_LINE_BYTES`] bytes as UTF-8, invalid sequences replaced,
-/// and cut again on a character boundary if the replacements (3 bytes each) made it longer, so that
-/// a kept line is never more than [`MAX_LOG_LINE_BYTES`] bytes.
-fn log_text(line: &[u8]) -> String {
-    let mut text =
-        String::from_utf8_lossy(&line[..line.len().min(MAX_LOG_LINE_BYTES)]).into_owned();
-    if text.len() > MAX_LOG_LINE_BYTES {
-        let mut end = MAX_LOG_LINE_BYTES;
+/// Guest text as kept in an answer (a log line, a refused topic): its first `max` bytes as UTF-8,
+/// invalid sequences replaced, and cut again on a character boundary if the replacements (3 bytes
+/// each) made it longer, so that it is never more than `max` bytes (the answer's size bound in
+/// `edgefleet_sandbox::wire` counts on it).
+fn lossy_prefix(bytes: &[u8], max: usize) -> String {
+    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned();
+    if text.len() > max {
+        let mut end = max;
         while !text.is_char_boundary(end) {
             end -= 1;
         }

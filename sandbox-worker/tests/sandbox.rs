@@ -300,6 +300,110 @@ fn every_host_call_with_a_range_outside_memory_traps_before_any_other_check() {
 }
 
 #[test]
+fn batches_whose_answers_would_overflow_a_worker_frame_are_split_to_fit() {
+    // 16 outputs of 128 KiB: each answer is 2 MiB, 40 of them 80 MiB, over the 64 MiB frame.
+    let sandbox = sandbox();
+    let pids = sandbox.worker_pids();
+    let limits = ClassLimits {
+        max_outputs: 16,
+        max_output_bytes: 128 * 1024,
+        time_budget_ms: 2_000,
+        ..ClassLimits::default()
+    };
+    let module = load(&sandbox, "bulk_output", &probe_wasm("bulk_output"), limits);
+    let request = [16u32.to_le_bytes(), (128u32 * 1024).to_le_bytes()].concat();
+    let results = sandbox.run_batch(
+        &module,
+        (0..40).map(|_| message("d1", &request, None)).collect(),
+    );
+    assert_eq!(results.len(), 40);
+    for result in results {
+        let outcome = result.expect("every answer comes back");
+        assert_eq!(outcome.commands.len(), 16);
+        assert!(
+            outcome
+                .commands
+                .iter()
+                .all(|c| c.len() == 128 * 1024 && c.iter().all(|&b| b == 0xa5))
+        );
+    }
+    assert_eq!(
+        sandbox.worker_pids(),
+        pids,
+        "no worker died of an oversized frame"
+    );
+
+    // An interaction that cannot fit a frame on its own fails alone, without reaching a worker.
+    let echo = echo(&sandbox);
+    let huge = vec![0u8; 65 << 20];
+    let results = sandbox.run_batch(
+        &echo,
+        vec![
+            message("d1", b"a", None),
+            message("d1", &huge, None),
+            message("d1", b"b", None),
+        ],
+    );
+    assert_eq!(results[0].as_ref().unwrap().commands[0].as_slice(), b"a");
+    assert!(
+        matches!(&results[1], Err(InteractionError::Unavailable { detail }) if detail.contains("frame")),
+        "{:?}",
+        results[1].as_ref().map(|_| ())
+    );
+    assert_eq!(results[2].as_ref().unwrap().commands[0].as_slice(), b"b");
+    assert_eq!(sandbox.worker_pids(), pids);
+}
+
+#[test]
+fn limits_whose_answer_cannot_fit_a_worker_frame_are_refused_at_load() {
+    let sandbox = sandbox();
+    let wasm = probe_wasm("bulk_output");
+    let limits = ClassLimits {
+        max_outputs: 1024,
+        max_output_bytes: 128 * 1024,
+        ..ClassLimits::default()
+    };
+    let error = sandbox
+        .load(ModuleSpec {
+            label: "bulk_output".into(),
+            wasm: &wasm,
+            expected_sha256: None,
+            limits: limits.clone(),
+            config: Vec::new(),
+        })
+        .expect_err("one answer could be 128 MiB");
+    assert!(
+        matches!(
+            error,
+            LoadError::AnswerExceedsFrame {
+                max_outputs: 1024,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(error.kind(), "answer_exceeds_frame");
+    let text = error.to_string();
+    assert!(
+        text.contains("lower max_outputs or max_output_bytes"),
+        "{text}"
+    );
+    // Lowering one of them is enough.
+    sandbox
+        .load(ModuleSpec {
+            label: "bulk_output".into(),
+            wasm: &wasm,
+            expected_sha256: None,
+            limits: ClassLimits {
+                max_outputs: 256,
+                ..limits
+            },
+            config: Vec::new(),
+        })
+        .expect("256 outputs of 128 KiB fit a frame");
+}
+
+#[test]
 fn a_memory_bomb_gets_no_more_than_its_class_allows() {
     let sandbox = sandbox();
     let limits = ClassLimits {

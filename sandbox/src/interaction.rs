@@ -41,6 +41,11 @@ pub struct Outcome {
     pub dropped_logs: u32,
 }
 
+/// Longest topic a handler may publish to, in bytes (the longest class topic, three 64-byte
+/// levels, is 194). A longer topic is a [`InteractionError::ForbiddenTopic`] whatever the class
+/// allows, reported cut to this length: what a handler names never makes an answer unbounded.
+pub const MAX_TOPIC_BYTES: usize = 256;
+
 /// One upstream message: a class-relative topic and its payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upstream {
@@ -94,6 +99,7 @@ pub enum InteractionError {
     OutputLimit { detail: String },
     #[error("the handler tried to store {size} bytes of state; the class allows {limit}")]
     StateLimit { size: u64, limit: u32 },
+    /// `topic` is at most [`MAX_TOPIC_BYTES`] of what the handler named.
     #[error("the handler published to topic {topic:?}, which the class does not allow")]
     ForbiddenTopic { topic: String },
     #[error(

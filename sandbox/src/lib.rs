@@ -42,7 +42,9 @@ use sha2::{Digest, Sha256};
 pub use admission::{AdmissionError, MemoryLimits};
 pub use artefacts::CompileError;
 pub use breaker::BreakerConfig;
-pub use interaction::{Interaction, InteractionError, LogLevel, LogLine, Outcome, Upstream};
+pub use interaction::{
+    Interaction, InteractionError, LogLevel, LogLine, MAX_TOPIC_BYTES, Outcome, Upstream,
+};
 pub use metrics::SandboxMetrics;
 pub use supervisor::WorkerCommand;
 
@@ -74,6 +76,8 @@ pub struct SandboxConfig {
     /// Data-segment cap of each worker process (heap + writable private mappings), in bytes.
     pub worker_memory_cap: u64,
     /// Interactions sent to one worker in one message; larger batches are split across workers.
+    /// A module whose class limits allow answers so large that this many would not fit a worker
+    /// frame gets smaller messages (see `wire`).
     pub max_batch: usize,
     /// When a failing module is quarantined.
     pub breaker: BreakerConfig,
@@ -127,6 +131,22 @@ pub enum LoadError {
         #[source]
         source: AdmissionError,
     },
+    #[error(
+        "module {label} refused: under its class limits one interaction may answer with up to \
+         {worst_case} bytes (max_outputs = {max_outputs} outputs of up to max_output_bytes = \
+         {max_output_bytes} bytes, max_state_bytes = {max_state_bytes} and the log lines), more \
+         than the {frame} bytes a sandbox worker frame holds: lower max_outputs or \
+         max_output_bytes (or max_state_bytes) so that max_outputs × max_output_bytes + \
+         max_state_bytes stays under {frame}"
+    )]
+    AnswerExceedsFrame {
+        label: String,
+        worst_case: u64,
+        max_outputs: u32,
+        max_output_bytes: u32,
+        max_state_bytes: u32,
+        frame: usize,
+    },
     #[error("module {label} could not be compiled: {source}")]
     Compile {
         label: String,
@@ -141,6 +161,7 @@ impl LoadError {
         match self {
             LoadError::DigestMismatch { .. } => "digest_mismatch",
             LoadError::Refused { .. } => "refused",
+            LoadError::AnswerExceedsFrame { .. } => "answer_exceeds_frame",
             LoadError::Compile { .. } => "compile",
         }
     }
@@ -188,6 +209,8 @@ pub(crate) struct ModuleEntry {
     memory: MemoryLimits,
     limits: ClassLimits,
     config: Vec<u8>,
+    /// Interactions per message to a worker: `max_batch`, or fewer if their answers would not fit.
+    batch_items: usize,
     breaker: Mutex<Breaker>,
 }
 
@@ -316,6 +339,19 @@ impl Sandbox {
                 });
             }
         }
+        // Before admission and compilation: nothing else matters if the answers cannot travel.
+        let limits = &spec.limits;
+        let batch_items =
+            wire::results_per_frame(limits, self.config.max_batch).map_err(|worst_case| {
+                LoadError::AnswerExceedsFrame {
+                    label: label.clone(),
+                    worst_case,
+                    max_outputs: limits.max_outputs,
+                    max_output_bytes: limits.max_output_bytes,
+                    max_state_bytes: limits.max_state_bytes,
+                    frame: wire::MAX_FRAME,
+                }
+            })?;
         let admitted =
             admission::admit(spec.wasm, &spec.limits).map_err(|source| LoadError::Refused {
                 label: label.clone(),
@@ -345,6 +381,7 @@ impl Sandbox {
             memory: admitted.memory,
             limits: spec.limits.clone(),
             config: spec.config.clone(),
+            batch_items,
             breaker: Mutex::new(Breaker::new(self.config.breaker)),
         })))
     }
@@ -365,8 +402,10 @@ impl Sandbox {
     }
 
     /// Runs interactions of one module, each in a fresh instance; one result per interaction, in
-    /// order. Batches larger than `max_batch` are split across the workers. Interactions of the same
-    /// device must not be in flight twice if their order matters: the caller keeps per-device order.
+    /// order. Batches larger than `max_batch` (or than fit a worker frame) are split across the
+    /// workers; an interaction too large for a frame on its own fails `Unavailable` without running.
+    /// Interactions of the same device must not be in flight twice if their order matters: the
+    /// caller keeps per-device order.
     pub fn run_batch(
         &self,
         module: &ModuleHandle,
@@ -384,29 +423,48 @@ impl Sandbox {
         let Some(jobs) = &self.jobs else {
             return unavailable(items.len(), "the sandbox is shut down");
         };
-        let chunk = self.config.max_batch.max(1);
-        let mut replies = Vec::new();
-        let mut items = items;
-        while !items.is_empty() {
-            let rest = items.split_off(chunk.min(items.len()));
+        /// A part of the batch: sent to a driver (its answer, its length) or failed up front.
+        enum Pending {
+            Sent(
+                Option<crossbeam_channel::Receiver<Vec<Result<Outcome, InteractionError>>>>,
+                usize,
+            ),
+            TooLarge(usize),
+        }
+        let mut pending = Vec::new();
+        for part in wire::split(items, entry.batch_items) {
+            let items = match part {
+                wire::Part::Run(items) => items,
+                wire::Part::TooLarge { bytes } => {
+                    pending.push(Pending::TooLarge(bytes));
+                    continue;
+                }
+            };
             let (reply, answer) = crossbeam_channel::bounded(1);
+            let len = items.len();
             let job = Job {
                 module: entry.clone(),
-                items: std::mem::replace(&mut items, rest),
+                items,
                 reply,
             };
-            let len = job.items.len();
-            if jobs.send(job).is_err() {
-                replies.push((None, len));
-            } else {
-                replies.push((Some(answer), len));
-            }
+            let answer = jobs.send(job).ok().map(|()| answer);
+            pending.push(Pending::Sent(answer, len));
         }
         let mut results = Vec::new();
-        for (answer, len) in replies {
-            match answer.and_then(|a| a.recv().ok()) {
-                Some(batch) => results.extend(batch),
-                None => results.extend(unavailable(len, "the sandbox worker thread stopped")),
+        for part in pending {
+            match part {
+                Pending::Sent(answer, len) => match answer.and_then(|a| a.recv().ok()) {
+                    Some(batch) => results.extend(batch),
+                    None => results.extend(unavailable(len, "the sandbox worker thread stopped")),
+                },
+                Pending::TooLarge(bytes) => results.extend(unavailable(
+                    1,
+                    &format!(
+                        "the interaction takes about {bytes} bytes, more than a sandbox worker \
+                         frame holds ({} bytes)",
+                        wire::MAX_FRAME
+                    ),
+                )),
             }
         }
         self.count(entry, results.iter().map(|r| r.as_ref()));

@@ -199,6 +199,7 @@ wat_set!(
         "slow",
         "publish_ok",
         "crash_on_marker",
+        "bulk_output",
     ]
 );
 
