@@ -561,6 +561,20 @@ fn a_crash_in_the_middle_of_a_batch_costs_only_that_interaction() {
 }
 
 #[test]
+fn workers_outlive_the_thread_that_started_the_sandbox() {
+    // PR_SET_PDEATHSIG is sent when the thread that spawned a process exits: workers spawned by a
+    // short-lived caller thread (a test thread, a runtime's blocking pool) would die with it.
+    let sandbox = std::thread::spawn(sandbox).join().unwrap();
+    let pids = sandbox.worker_pids();
+    let module = echo(&sandbox);
+    for _ in 0..3 {
+        assert_echo_answers(&sandbox, &module);
+    }
+    assert_eq!(sandbox.metrics().worker_restarts.get(), 0);
+    assert_eq!(sandbox.worker_pids(), pids);
+}
+
+#[test]
 fn a_module_that_cannot_be_compiled_in_time_is_refused() {
     let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_edgefleet-sandbox-worker"));
     let dir = tempfile::tempdir().unwrap();

@@ -256,24 +256,41 @@ impl Sandbox {
         let mut worker_pids = Vec::new();
         for index in 0..config.workers.max(1) {
             let pid = Arc::new(AtomicU32::new(0));
-            let driver = Driver::start(
+            let (command, cap, metrics, slot, pin) = (
                 config.worker.clone(),
                 config.worker_memory_cap,
                 metrics.clone(),
                 pid.clone(),
                 pin.clone(),
-            )
-            .map_err(|e| StartError::Worker {
-                program: config.worker.program.clone(),
-                detail: e.to_string(),
-            })?;
+            );
             let jobs = rx.clone();
+            let (started, start) = crossbeam_channel::bounded(1);
+            // The driver thread spawns its worker itself: PR_SET_PDEATHSIG fires when the *thread*
+            // that spawned a process exits, so a worker spawned here would be killed as soon as the
+            // caller's thread ends (a test thread, a runtime's blocking-pool thread).
             let handle = std::thread::Builder::new()
                 .name(format!("sandbox-worker-{index}"))
-                .spawn(move || driver.run(jobs))
+                .spawn(
+                    move || match Driver::start(command, cap, metrics, slot, pin) {
+                        Ok(driver) => {
+                            let _ = started.send(Ok(()));
+                            driver.run(jobs);
+                        }
+                        Err(e) => {
+                            let _ = started.send(Err(e.to_string()));
+                        }
+                    },
+                )
                 .map_err(|e| StartError::Worker {
                     program: config.worker.program.clone(),
                     detail: format!("cannot start its driver thread: {e}"),
+                })?;
+            start
+                .recv()
+                .unwrap_or_else(|_| Err("its driver thread ended".into()))
+                .map_err(|detail| StartError::Worker {
+                    program: config.worker.program.clone(),
+                    detail,
                 })?;
             drivers.push(handle);
             worker_pids.push(pid);
