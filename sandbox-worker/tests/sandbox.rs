@@ -561,6 +561,64 @@ fn a_crash_in_the_middle_of_a_batch_costs_only_that_interaction() {
 }
 
 #[test]
+fn a_truncated_cached_artefact_is_compiled_again_when_loaded() {
+    // As after a power loss between two runs of the agent: the cache holds a partial artefact.
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_edgefleet-sandbox-worker"));
+        let mut config = SandboxConfig::new(worker, dir.path());
+        config.workers = 1;
+        Sandbox::start(config).expect("sandbox starts")
+    };
+    let wasm = probe_wasm("echo");
+    let artefact = {
+        let sandbox = start();
+        let before = artefacts(dir.path());
+        echo(&sandbox);
+        let after = artefacts(dir.path());
+        let new: Vec<_> = after.difference(&before).cloned().collect();
+        assert_eq!(new.len(), 1, "one artefact for the echo module: {new:?}");
+        new[0].clone()
+    };
+    let whole = std::fs::read(&artefact).unwrap();
+    let truncated = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&artefact)
+        .unwrap();
+    truncated.set_len(whole.len() as u64 / 2).unwrap();
+    drop(truncated);
+
+    let sandbox = start();
+    let module = load(&sandbox, "echo", &wasm, ClassLimits::default());
+    assert_eq!(
+        sandbox.metrics().compilations.get(),
+        1,
+        "the truncated artefact was compiled again"
+    );
+    assert_eq!(
+        std::fs::read(&artefact).unwrap().len(),
+        whole.len(),
+        "and rewritten whole"
+    );
+    assert_echo_answers(&sandbox, &module);
+    // The rewritten artefact is trusted again: a third sandbox compiles nothing.
+    drop(sandbox);
+    let sandbox = start();
+    let module = echo(&sandbox);
+    assert_eq!(sandbox.metrics().compilations.get(), 0);
+    assert_echo_answers(&sandbox, &module);
+}
+
+/// The artefacts (`*.so`) in `dir`.
+fn artefacts(dir: &std::path::Path) -> std::collections::BTreeSet<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "so"))
+        .collect()
+}
+
+#[test]
 fn workers_outlive_the_thread_that_started_the_sandbox() {
     // PR_SET_PDEATHSIG is sent when the thread that spawned a process exits: workers spawned by a
     // short-lived caller thread (a test thread, a runtime's blocking pool) would die with it.

@@ -5,6 +5,10 @@
 //! artefact from another CPU must not be loaded). Compilation runs in a separate, short-lived worker
 //! process with a memory cap and a deadline: a module built to make LLVM take forever or eat the
 //! machine is refused, and the compiler's memory never stays in a long-lived process.
+//!
+//! An artefact is fsynced before it is renamed into place and the directory after, so that its name
+//! never points at a partial file after a power loss; `Sandbox::load` still has a worker load every
+//! artefact it hands out and [`ArtefactCache::discard`]s one that does not load, to compile it again.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,6 +36,11 @@ pub enum CompileError {
     Failed(String),
     #[error("artefact cache I/O in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
+    #[error(
+        "the freshly compiled artefact does not load in a sandbox worker: {0}; check the disk \
+         and that the worker runs the WasmEdge version that compiled it"
+    )]
+    Unloadable(String),
 }
 
 impl ArtefactCache {
@@ -103,10 +112,32 @@ impl ArtefactCache {
             }
             return Err(CompileError::Failed(format!("{status}: {}", stderr.trim())));
         }
-        // Rename is atomic: a reader sees no artefact or a whole one, never a partial file.
+        // Rename is atomic: a reader sees no artefact or a whole one, never a partial file. The
+        // contents reach the disk before the name does, and the rename before this returns, so that
+        // after a power loss the name never points at a truncated file.
+        std::fs::File::open(&output)
+            .and_then(|file| file.sync_all())
+            .map_err(io_err)?;
         std::fs::rename(&output, &path).map_err(io_err)?;
+        sync_dir(&self.dir).map_err(io_err)?;
         Ok(path)
     }
+
+    /// Removes an artefact that turned out not to load, so that the next `ensure` compiles again.
+    pub fn discard(&self, artefact: &Path) -> Result<(), CompileError> {
+        match std::fs::remove_file(artefact) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CompileError::Io {
+                dir: self.dir.clone(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Makes the directory entries of `dir` (a rename, a removal) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A short hash of this CPU's feature flags (from /proc/cpuinfo).

@@ -50,7 +50,7 @@ pub use supervisor::WorkerCommand;
 
 use artefacts::ArtefactCache;
 use breaker::Breaker;
-use supervisor::{Driver, Job};
+use supervisor::{Driver, Job, LoadFailure};
 
 /// The fault-handler pin module the worker parks a thread in (see the worker's `engine::pin_fault_handlers`), as bytes:
 /// `(module (import "edgefleet_pin" "park" (func $park)) (func (export "pin") (call $park)))`.
@@ -153,6 +153,11 @@ pub enum LoadError {
         #[source]
         source: CompileError,
     },
+    #[error(
+        "module {label} could not be loaded now: {detail}; no sandbox worker could try it (check \
+         the worker binary and the log), load it again later"
+    )]
+    Unavailable { label: String, detail: String },
 }
 
 impl LoadError {
@@ -163,6 +168,7 @@ impl LoadError {
             LoadError::Refused { .. } => "refused",
             LoadError::AnswerExceedsFrame { .. } => "answer_exceeds_frame",
             LoadError::Compile { .. } => "compile",
+            LoadError::Unavailable { .. } => "unavailable",
         }
     }
 }
@@ -330,7 +336,8 @@ impl Sandbox {
         &self.config.artefact_dir
     }
 
-    /// Checks, compiles (or finds in the cache) and registers a module.
+    /// Checks, compiles (or finds in the cache) and registers a module, and has a worker load it (a
+    /// cached artefact that does not load is compiled again).
     pub fn load(&self, spec: ModuleSpec<'_>) -> Result<ModuleHandle, LoadError> {
         let result = self.admit_and_compile(&spec);
         if let Err(e) = &result {
@@ -374,23 +381,8 @@ impl Sandbox {
                 label: label.clone(),
                 source,
             })?;
-        let cached = self.cache.path_for(&admitted.wasm).exists();
-        let artefact = self
-            .cache
-            .ensure(
-                &admitted.wasm,
-                &self.config.worker,
-                self.config.compile_timeout,
-                self.config.compile_memory_cap,
-            )
-            .map_err(|source| LoadError::Compile {
-                label: label.clone(),
-                source,
-            })?;
-        if !cached {
-            self.metrics.compilations.inc();
-        }
-        Ok(ModuleHandle(Arc::new(ModuleEntry {
+        let (artefact, compiled) = self.compile(&label, &admitted.wasm)?;
+        let entry = Arc::new(ModuleEntry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             label,
             sha256: admitted.sha256,
@@ -400,7 +392,73 @@ impl Sandbox {
             config: spec.config.clone(),
             batch_items,
             breaker: Mutex::new(Breaker::new(self.config.breaker)),
-        })))
+        });
+        // A worker loads the artefact now, so that one that does not load is found here: a cached
+        // artefact may be truncated or corrupt (a power loss, a full disk), and is then compiled
+        // again, once, instead of being trusted forever.
+        match self.load_in_worker(&entry) {
+            Err(LoadFailure::Unloadable(detail)) if !compiled => {
+                tracing::warn!(
+                    module = %entry.label,
+                    artefact = %entry.artefact.display(),
+                    "the cached artefact does not load ({detail}); compiling the module again"
+                );
+                self.cache
+                    .discard(&entry.artefact)
+                    .map_err(|source| LoadError::Compile {
+                        label: entry.label.clone(),
+                        source,
+                    })?;
+                self.compile(&entry.label, &admitted.wasm)?;
+                self.load_in_worker(&entry)
+            }
+            checked => checked,
+        }
+        .map_err(|failure| match failure {
+            LoadFailure::Unloadable(detail) => LoadError::Compile {
+                label: entry.label.clone(),
+                source: CompileError::Unloadable(detail),
+            },
+            LoadFailure::Unavailable(detail) => LoadError::Unavailable {
+                label: entry.label.clone(),
+                detail,
+            },
+        })?;
+        Ok(ModuleHandle(entry))
+    }
+
+    /// The artefact for `wasm`, and whether it was compiled now (rather than found in the cache).
+    fn compile(&self, label: &str, wasm: &[u8]) -> Result<(PathBuf, bool), LoadError> {
+        let cached = self.cache.path_for(wasm).exists();
+        let artefact = self
+            .cache
+            .ensure(
+                wasm,
+                &self.config.worker,
+                self.config.compile_timeout,
+                self.config.compile_memory_cap,
+            )
+            .map_err(|source| LoadError::Compile {
+                label: label.to_string(),
+                source,
+            })?;
+        if !cached {
+            self.metrics.compilations.inc();
+        }
+        Ok((artefact, !cached))
+    }
+
+    /// Has a worker load `entry` (it keeps it loaded for the module's interactions).
+    fn load_in_worker(&self, entry: &Arc<ModuleEntry>) -> Result<(), LoadFailure> {
+        let shut_down = || LoadFailure::Unavailable("the sandbox is shut down".into());
+        let jobs = self.jobs.as_ref().ok_or_else(shut_down)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        jobs.send(Job::Load {
+            module: entry.clone(),
+            reply,
+        })
+        .map_err(|_| shut_down())?;
+        answer.recv().map_err(|_| shut_down())?
     }
 
     /// Runs one interaction.
@@ -459,7 +517,7 @@ impl Sandbox {
             };
             let (reply, answer) = crossbeam_channel::bounded(1);
             let len = items.len();
-            let job = Job {
+            let job = Job::Run {
                 module: entry.clone(),
                 items,
                 reply,

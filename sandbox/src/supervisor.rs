@@ -137,11 +137,29 @@ impl WorkerCommand {
     }
 }
 
-/// A job for a driver: run `items` in fresh instances of `module`, answer on `reply`.
-pub(crate) struct Job {
-    pub module: Arc<ModuleEntry>,
-    pub items: Vec<Interaction>,
-    pub reply: crossbeam_channel::Sender<Vec<Result<Outcome, InteractionError>>>,
+/// A job for a driver.
+pub(crate) enum Job {
+    /// Run `items` in fresh instances of `module`, answer on `reply`.
+    Run {
+        module: Arc<ModuleEntry>,
+        items: Vec<Interaction>,
+        reply: crossbeam_channel::Sender<Vec<Result<Outcome, InteractionError>>>,
+    },
+    /// Load `module` into the driver's worker, answer on `reply`: how `Sandbox::load` learns that
+    /// the artefact actually loads (a cached one may be truncated, e.g. after a power loss).
+    Load {
+        module: Arc<ModuleEntry>,
+        reply: crossbeam_channel::Sender<Result<(), LoadFailure>>,
+    },
+}
+
+/// Why a [`Job::Load`] did not load the module.
+#[derive(Debug)]
+pub(crate) enum LoadFailure {
+    /// The worker could not load the artefact, or died trying.
+    Unloadable(String),
+    /// No worker could be started to try.
+    Unavailable(String),
 }
 
 /// How a worker ended while it was answering a request.
@@ -399,8 +417,18 @@ impl Driver {
     /// Runs jobs until the queue closes.
     pub fn run(mut self, jobs: Receiver<Job>) {
         for job in jobs {
-            let results = self.run_job(&job.module, &job.items);
-            let _ = job.reply.send(results);
+            match job {
+                Job::Run {
+                    module,
+                    items,
+                    reply,
+                } => {
+                    let _ = reply.send(self.run_job(&module, &items));
+                }
+                Job::Load { module, reply } => {
+                    let _ = reply.send(self.load_job(&module));
+                }
+            }
             // A worker that died is replaced after the answer went out, not before, and before the
             // next job arrives.
             let _ = self.worker();
@@ -423,6 +451,29 @@ impl Driver {
     fn replace_worker(&mut self) {
         self.worker = None;
         self.metrics.worker_restarts.inc();
+    }
+
+    fn load_job(&mut self, module: &Arc<ModuleEntry>) -> Result<(), LoadFailure> {
+        // A worker may have died before the request for reasons of its own (killed, out of
+        // memory): only a replacement dying too blames the artefact.
+        let mut cause = String::new();
+        for _ in 0..2 {
+            match self.ensure_loaded(module) {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Unloadable(detail)) => return Err(LoadFailure::Unloadable(detail)),
+                Err(Attempt::Unavailable(detail)) => return Err(LoadFailure::Unavailable(detail)),
+                Err(Attempt::Died(death)) => {
+                    self.replace_worker();
+                    cause = match death {
+                        Death::Died { cause, .. } => cause,
+                        Death::Timeout { budget, .. } => format!("it ran past {budget:?}"),
+                    };
+                }
+            }
+        }
+        Err(LoadFailure::Unloadable(format!(
+            "the worker died loading it: {cause}"
+        )))
     }
 
     fn run_job(
@@ -449,7 +500,7 @@ impl Driver {
                     pending.clear();
                     continue;
                 }
-                Err(Attempt::Unavailable(detail)) => {
+                Err(Attempt::Unavailable(detail) | Attempt::Unloadable(detail)) => {
                     let error = InteractionError::Unavailable { detail };
                     for &i in &pending {
                         results[i] = Some(Err(error.clone()));
@@ -509,15 +560,13 @@ impl Driver {
 enum Attempt {
     Died(Death),
     Unavailable(String),
+    /// The worker answered that it could not load the module.
+    Unloadable(String),
 }
 
 impl Driver {
-    /// Runs `items` on the current worker, loading `module` into it first if needed.
-    fn run_on_worker(
-        &mut self,
-        module: &Arc<ModuleEntry>,
-        items: &[Interaction],
-    ) -> Result<Vec<Result<Outcome, InteractionError>>, Attempt> {
+    /// Makes sure the current worker has `module` loaded (and has forgotten dropped modules).
+    fn ensure_loaded(&mut self, module: &Arc<ModuleEntry>) -> Result<(), Attempt> {
         let worker = self
             .worker()
             .map_err(|e| Attempt::Unavailable(format!("cannot start a sandbox worker: {e}")))?;
@@ -557,7 +606,7 @@ impl Driver {
                     worker.loaded.insert(module.id, Arc::downgrade(module));
                 }
                 Response::LoadFailed { error } => {
-                    return Err(Attempt::Unavailable(format!(
+                    return Err(Attempt::Unloadable(format!(
                         "the worker could not load the module: {error}"
                     )));
                 }
@@ -568,6 +617,19 @@ impl Driver {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Runs `items` on the current worker, loading `module` into it first if needed.
+    fn run_on_worker(
+        &mut self,
+        module: &Arc<ModuleEntry>,
+        items: &[Interaction],
+    ) -> Result<Vec<Result<Outcome, InteractionError>>, Attempt> {
+        self.ensure_loaded(module)?;
+        let worker = self
+            .worker()
+            .map_err(|e| Attempt::Unavailable(format!("cannot start a sandbox worker: {e}")))?;
         let budget = Duration::from_millis(u64::from(module.limits.time_budget_ms));
         let request = Request::Run {
             module: module.id,
