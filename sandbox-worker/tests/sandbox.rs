@@ -609,6 +609,103 @@ fn a_truncated_cached_artefact_is_compiled_again_when_loaded() {
     assert_echo_answers(&sandbox, &module);
 }
 
+#[test]
+fn unused_artefacts_are_removed_and_those_in_use_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_edgefleet-sandbox-worker"));
+    let mut config = SandboxConfig::new(worker, dir.path());
+    config.workers = 1;
+    let sandbox = Sandbox::start(config).expect("sandbox starts");
+    let pin = artefacts(dir.path());
+    assert_eq!(pin.len(), 1, "the fault-handler pin: {pin:?}");
+    let v1 = echo(&sandbox);
+    let v1_artefacts: Vec<_> = artefacts(dir.path()).difference(&pin).cloned().collect();
+    let v2 = load(
+        &sandbox,
+        "state_counter",
+        &probe_wasm("state_counter"),
+        ClassLimits::default(),
+    );
+    let in_use = artefacts(dir.path());
+    assert_eq!(in_use.len(), 3);
+    // Left over: an artefact of another WasmEdge version, and compile directories of a process
+    // killed long ago and of one compiling now.
+    let other_version = dir.path().join("00ff-wasmedge0.9.0-abcdef.so");
+    std::fs::write(&other_version, b"old").unwrap();
+    let stale = dir.path().join(".compile-stale");
+    let running = dir.path().join(".compile-running");
+    for compile_dir in [&stale, &running] {
+        std::fs::create_dir(compile_dir).unwrap();
+        std::fs::write(compile_dir.join("module.wasm"), b"\0asm").unwrap();
+    }
+    let a_day_ago = std::time::SystemTime::now() - Duration::from_secs(24 * 3600);
+    std::fs::File::open(&stale)
+        .unwrap()
+        .set_modified(a_day_ago)
+        .unwrap();
+    let not_ours = dir.path().join("README");
+    std::fs::write(&not_ours, b"keep me").unwrap();
+
+    assert_eq!(sandbox.remove_unused_artefacts().unwrap(), 2);
+    assert_eq!(
+        artefacts(dir.path()),
+        in_use,
+        "every loaded module keeps its artefact"
+    );
+    assert!(!stale.exists() && !other_version.exists());
+    assert!(running.exists() && not_ours.exists());
+
+    drop(v1);
+    assert_eq!(sandbox.remove_unused_artefacts().unwrap(), 1);
+    let left = artefacts(dir.path());
+    assert!(left.is_disjoint(&v1_artefacts.iter().cloned().collect()));
+    assert_eq!(
+        left,
+        in_use
+            .difference(&v1_artefacts.iter().cloned().collect())
+            .cloned()
+            .collect()
+    );
+    assert!(left.is_superset(&pin), "the pin stays");
+    assert_eq!(sandbox.remove_unused_artefacts().unwrap(), 0);
+    // v2 runs, also on a new worker, which loads its artefact from disk again.
+    let outcome = sandbox
+        .run(&v2, message("d1", b"", None))
+        .expect("v2 still runs");
+    assert_eq!(outcome.commands[0].as_slice(), 1u32.to_le_bytes());
+    let [pid] = sandbox.worker_pids()[..] else {
+        panic!("one worker");
+    };
+    // SAFETY: signals this test's own worker process, by its id.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    wait_until_dead(pid);
+    let outcome = sandbox
+        .run(&v2, message("d1", b"", None))
+        .expect("v2 runs on the replacement worker");
+    assert_eq!(sandbox.metrics().worker_restarts.get(), 1);
+    assert_eq!(outcome.commands[0].as_slice(), 1u32.to_le_bytes());
+}
+
+/// Waits until process `pid` has died (a zombie or gone).
+fn wait_until_dead(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the parenthesised command name.
+            Ok(stat)
+                if !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z') => {}
+            _ => return,
+        }
+        assert!(Instant::now() < deadline, "worker {pid} did not die");
+        std::thread::yield_now();
+    }
+}
+
 /// The artefacts (`*.so`) in `dir`.
 fn artefacts(dir: &std::path::Path) -> std::collections::BTreeSet<PathBuf> {
     std::fs::read_dir(dir)

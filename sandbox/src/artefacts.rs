@@ -9,7 +9,11 @@
 //! An artefact is fsynced before it is renamed into place and the directory after, so that its name
 //! never points at a partial file after a power loss; `Sandbox::load` still has a worker load every
 //! artefact it hands out and [`ArtefactCache::discard`]s one that does not load, to compile it again.
+//! Nothing expires by itself: `Sandbox::remove_unused_artefacts` removes what no loaded module uses
+//! ([`ArtefactCache::remove_unused`]), so that disk use stays flat across module versions.
 
+use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,6 +22,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::WorkerCommand;
+
+/// Name prefix of the temporary directory of one compilation, in the cache directory.
+const COMPILE_PREFIX: &str = ".compile-";
 
 /// Where artefacts live and how they are made.
 #[derive(Debug, Clone)]
@@ -76,7 +83,7 @@ impl ArtefactCache {
             source,
         };
         let work = tempfile::Builder::new()
-            .prefix(".compile-")
+            .prefix(COMPILE_PREFIX)
             .tempdir_in(&self.dir)
             .map_err(io_err)?;
         let input = work.path().join("module.wasm");
@@ -132,6 +139,47 @@ impl ArtefactCache {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Removes every artefact (`*.so`) of the cache directory but those in `keep`, and every
+    /// compile directory last modified more than `stale_after` ago; returns how many entries went.
+    /// Other files are not the cache's and stay.
+    pub fn remove_unused(
+        &self,
+        keep: &HashSet<PathBuf>,
+        stale_after: Duration,
+    ) -> io::Result<usize> {
+        let keep: HashSet<&OsStr> = keep.iter().filter_map(|path| path.file_name()).collect();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let path = entry.path();
+            let result = if name.to_string_lossy().ends_with(".so") {
+                if keep.contains(name.as_os_str()) {
+                    continue;
+                }
+                std::fs::remove_file(&path)
+            } else if name.to_string_lossy().starts_with(COMPILE_PREFIX) {
+                let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+                if age <= stale_after {
+                    continue;
+                }
+                std::fs::remove_dir_all(&path)
+            } else {
+                continue;
+            };
+            match result {
+                Ok(()) => removed += 1,
+                // Gone meanwhile (another remover): not ours to count.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
     }
 }
 

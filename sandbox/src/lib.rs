@@ -29,10 +29,11 @@ pub mod progress;
 pub mod supervisor;
 pub mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -230,6 +231,13 @@ pub struct Sandbox {
     worker_pids: Vec<Arc<AtomicU32>>,
     next_id: AtomicU64,
     metrics: Arc<SandboxMetrics>,
+    /// The compiled fault-handler pin, if it compiled (its artefact is never removed).
+    pin: Option<PathBuf>,
+    /// Every module loaded, while a handle to it lives: their artefacts are in use.
+    modules: Mutex<Vec<Weak<ModuleEntry>>>,
+    /// Held shared by a load from compiling to registering its module, exclusively by
+    /// [`Sandbox::remove_unused_artefacts`]: an artefact just compiled is never taken for unused.
+    artefact_use: RwLock<()>,
 }
 
 impl Sandbox {
@@ -257,6 +265,7 @@ impl Sandbox {
         let metrics = Arc::new(SandboxMetrics::default());
         // A short queue: when every worker is busy, callers wait here (backpressure), they are not
         // queued without bound.
+        let pin_artefact = pin.clone();
         let (tx, rx) = crossbeam_channel::bounded::<Job>(config.workers.max(1) * 2);
         let mut drivers = Vec::new();
         let mut worker_pids = Vec::new();
@@ -310,6 +319,9 @@ impl Sandbox {
             worker_pids,
             next_id: AtomicU64::new(1),
             metrics,
+            pin: pin_artefact,
+            modules: Mutex::new(Vec::new()),
+            artefact_use: RwLock::new(()),
         })
     }
 
@@ -339,7 +351,13 @@ impl Sandbox {
     /// Checks, compiles (or finds in the cache) and registers a module, and has a worker load it (a
     /// cached artefact that does not load is compiled again).
     pub fn load(&self, spec: ModuleSpec<'_>) -> Result<ModuleHandle, LoadError> {
-        let result = self.admit_and_compile(&spec);
+        let result = {
+            let _in_use = self
+                .artefact_use
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.admit_and_compile(&spec)
+        };
         if let Err(e) = &result {
             self.metrics
                 .refused_modules
@@ -393,6 +411,11 @@ impl Sandbox {
             batch_items,
             breaker: Mutex::new(Breaker::new(self.config.breaker)),
         });
+        {
+            let mut modules = lock(&self.modules);
+            modules.retain(|module| module.strong_count() > 0);
+            modules.push(Arc::downgrade(&entry));
+        }
         // A worker loads the artefact now, so that one that does not load is found here: a cached
         // artefact may be truncated or corrupt (a power loss, a full disk), and is then compiled
         // again, once, instead of being trusted forever.
@@ -459,6 +482,30 @@ impl Sandbox {
         })
         .map_err(|_| shut_down())?;
         answer.recv().map_err(|_| shut_down())?
+    }
+
+    /// Removes every cached artefact that neither a loaded module (one with a live [`ModuleHandle`])
+    /// nor the fault-handler pin uses — those of replaced module versions, of another WasmEdge
+    /// version or CPU — and compile directories left behind by a killed process; returns how many
+    /// it removed. Call it after a module swap, so that the cache does not grow with every version.
+    /// The artefact directory must belong to this sandbox alone: another sandbox's artefacts in it
+    /// count as unused.
+    pub fn remove_unused_artefacts(&self) -> io::Result<usize> {
+        let _exclusive = self
+            .artefact_use
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut keep: HashSet<PathBuf> = self.pin.iter().cloned().collect();
+        lock(&self.modules).retain(|module| match module.upgrade() {
+            Some(entry) => {
+                keep.insert(entry.artefact.clone());
+                true
+            }
+            None => false,
+        });
+        // A compile lasts at most `compile_timeout`; a directory twice as old is a dead one's.
+        self.cache
+            .remove_unused(&keep, self.config.compile_timeout * 2)
     }
 
     /// Runs one interaction.
