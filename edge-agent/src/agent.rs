@@ -136,28 +136,6 @@ pub async fn run(
         IntakeLimits::default(),
         config.max_payload_bytes,
     );
-    let sink = interactions.clone();
-    let device_link = Link::start(
-        LinkSettings {
-            name: "device",
-            broker: config.device_broker.clone(),
-            client_id: format!("{}-devices", config.node),
-            tls: tls.clone(),
-            persistent_session: true,
-            subscriptions: device_subscriptions,
-            last_will: None,
-            // The protocol's cap, which the shipped device broker enforces (brokers/device,
-            // max_packet_size): a payload over max_payload_bytes but within it is read, refused and
-            // acked. A larger packet would drop this connection (and, at QoS 1, come again), so
-            // the broker's cap must not exceed this one.
-            max_incoming_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
-            max_outgoing_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
-            manual_acks: true,
-        },
-        Box::new(move |publish| sink.offer(publish)),
-        None,
-    );
-    interactions.attach(device_link.clone());
 
     let uplink_subscriptions = Subscriptions::default();
     uplink_subscriptions.add(topic::node_assignment_filter(&config.node));
@@ -178,7 +156,7 @@ pub async fn run(
             name: "uplink",
             broker: config.uplink_broker.clone(),
             client_id: format!("{}-uplink", config.node),
-            tls,
+            tls: tls.clone(),
             // The outbox, not the MQTT session, carries what must survive a cut (see publisher).
             persistent_session: false,
             subscriptions: uplink_subscriptions.clone(),
@@ -205,6 +183,30 @@ pub async fn run(
     let mut assignments =
         Assignments::new(ctx.clone(), trust, uplink.clone(), uplink_subscriptions);
     assignments.restore().await;
+    // Devices are read only once the stored classes run (or are known to be restoring): a message
+    // redelivered at start must not find its class missing.
+    let sink = interactions.clone();
+    let device_link = Link::start(
+        LinkSettings {
+            name: "device",
+            broker: config.device_broker.clone(),
+            client_id: format!("{}-devices", config.node),
+            tls,
+            persistent_session: true,
+            subscriptions: device_subscriptions,
+            last_will: None,
+            // The protocol's cap, which the shipped device broker enforces (brokers/device,
+            // max_packet_size): a payload over max_payload_bytes but within it is read, refused and
+            // acked. A larger packet would drop this connection (and, at QoS 1, come again), so
+            // the broker's cap must not exceed this one.
+            max_incoming_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
+            max_outgoing_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
+            manual_acks: true,
+        },
+        Box::new(move |publish| sink.offer(publish)),
+        None,
+    );
+    interactions.attach(device_link.clone());
     let assignment_task = tokio::spawn(assignments.run(assignment_rx, overflowed, stop.clone()));
     let publisher_task = tokio::spawn(publisher::run(
         ctx.clone(),

@@ -192,6 +192,11 @@ impl Assignments {
                 return;
             }
         };
+        for (class, record) in &records {
+            if record.active.is_some() {
+                self.ctx.classes.expect(class.clone());
+            }
+        }
         for (class, record) in records {
             let Some(version) = record.active else {
                 continue;

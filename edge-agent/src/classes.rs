@@ -84,6 +84,9 @@ pub struct ClassReport {
 #[derive(Debug, Clone, Default)]
 pub struct ClassTable {
     inner: Arc<RwLock<HashMap<ClassId, Arc<ActiveClass>>>>,
+    /// Classes applied on this node (in the store) that do not run yet: restoring, or retrying a
+    /// failed restore. Their devices' messages are left for redelivery, not refused.
+    expected: Arc<RwLock<std::collections::HashSet<ClassId>>>,
     previous: Arc<RwLock<HashMap<ClassId, Arc<ActiveClass>>>>,
     reports: Arc<RwLock<HashMap<ClassId, ClassReport>>>,
 }
@@ -97,6 +100,10 @@ impl ClassTable {
     /// Makes `active` the class's version; returns the one it replaces.
     pub fn swap(&self, active: ActiveClass) -> Option<Arc<ActiveClass>> {
         let class = active.class.clone();
+        self.expected
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&class);
         let mut table = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let replaced = table.insert(class.clone(), Arc::new(active));
         if let Some(old) = &replaced {
@@ -112,8 +119,26 @@ impl ClassTable {
         previous.get(class).cloned()
     }
 
+    /// Marks a class as applied here but not running yet (see `expected`).
+    pub fn expect(&self, class: ClassId) {
+        if self.get(&class).is_none() {
+            let mut expected = self.expected.write().unwrap_or_else(|p| p.into_inner());
+            expected.insert(class);
+        }
+    }
+
+    /// Whether the class is applied here but not running yet.
+    pub fn is_expected(&self, class: &ClassId) -> bool {
+        let expected = self.expected.read().unwrap_or_else(|p| p.into_inner());
+        expected.contains(class)
+    }
+
     /// Stops serving a class.
     pub fn remove(&self, class: &ClassId) -> Option<Arc<ActiveClass>> {
+        self.expected
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(class);
         let mut table = self.inner.write().unwrap_or_else(|p| p.into_inner());
         table.remove(class)
     }

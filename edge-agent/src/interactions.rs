@@ -14,7 +14,7 @@
 //! | done | the interaction succeeded and its effects are flushed | yes, after the flush and the commands | |
 //! | module fault | the *module* failed: trap, timeout, worker crash, output/state limit, forbidden topic, rejection, quarantine | yes (a poison message must not come back into a crash loop) | counted, a throttled event |
 //! | refused | not a device topic, oversized, class not assigned here | yes | counted, a throttled event |
-//! | host fault | the *node* failed: workers unavailable, state read, commit or flush failed | **no** | the device is held, the link reconnects so that the broker delivers it again; counted, a throttled event |
+//! | host fault | the *node* failed: workers unavailable, the class not restored yet, state read, commit or flush failed | **no** | the device is held, the link reconnects so that the broker delivers it again; counted, a throttled event |
 //!
 //! **Fairness and bounds** are the [`Intake`]'s (see there): the polling task only offers and never
 //! waits, so no lane can stall the link and the link cannot stall a lane. Lanes wait on the sandbox,
@@ -153,6 +153,21 @@ impl Interactions {
             return self.refuse(&publish, "oversized", kind, detail, Some((class, device)));
         }
         let Some(active) = self.ctx.classes.get(&class) else {
+            if self.ctx.classes.is_expected(&class) {
+                // Applied here but not running yet (restoring): a fault of the node, not of the
+                // device. Left for redelivery.
+                self.ctx
+                    .metrics
+                    .host_faults
+                    .get_or_create(&ReasonLabels::new("class_unavailable"))
+                    .inc();
+                if publish.qos != QoS::AtMostOnce
+                    && let Some(link) = self.link.get()
+                {
+                    link.request_redelivery();
+                }
+                return;
+            }
             let detail = format!("class {class} is not assigned to this node");
             let kind = EventKind::UnknownClass;
             return self.refuse(

@@ -67,7 +67,13 @@ pub const METRIC_NAMES: &[&str] = &[
 /// The reasons of `shed_messages` (see `intake::Shed::label`).
 const SHED_REASONS: [&str; 4] = ["over_budget", "best_effort", "full", "held"];
 /// The reasons of `host_faults` (see `interactions`).
-const HOST_FAULT_REASONS: [&str; 4] = ["unavailable", "state_read", "commit", "flush"];
+const HOST_FAULT_REASONS: [&str; 5] = [
+    "unavailable",
+    "class_unavailable",
+    "state_read",
+    "commit",
+    "flush",
+];
 /// The reasons of `refused_messages`.
 const REFUSED_MESSAGE_REASONS: [&str; 3] = ["bad_topic", "oversized", "unknown_class"];
 /// The kinds of `garbage_collected`.
@@ -173,7 +179,7 @@ impl AgentMetrics {
         );
         r.register(
             "host_faults",
-            "Device messages left unacknowledged because of a fault of the node (unavailable, state_read, commit, flush)",
+            "Device messages left unacknowledged because of a fault of the node (unavailable, class_unavailable, state_read, commit, flush)",
             self.host_faults.clone(),
         );
         r.register(

@@ -6,6 +6,7 @@ mod fleet;
 
 use std::path::{Path, PathBuf};
 
+use edgefleet_protocol::wire::TopicPayload;
 use edgefleet_sandbox::WorkerCommand;
 use fleet::*;
 
@@ -304,4 +305,312 @@ async fn a_message_stuck_in_a_lane_turns_the_node_unready() {
     // When the budget ends it (a module fault, acked), the node is ready again.
     fleet.until_readyz(200, Duration::from_secs(60)).await;
     assert!(fleet.metric("edgefleet_agent_interactions_total", "outcome=\"timeout\"") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_class_names_neither_grow_memory_nor_push_telemetry_out() {
+    let mut fleet = Fleet::start_with(AgentOptions {
+        // A small outbox: without the event throttle, events about the flood would push the
+        // telemetry out (drop oldest) while the uplink is down.
+        config: "outbox_max_entries = 200\n".into(),
+        ..AgentOptions::default()
+    })
+    .await;
+    let echo = fleet
+        .publish_module("echo", "1.0.0", &probe_wasm("echo"))
+        .await;
+    fleet.assign("echo", 1, echo, ClassLimits::default()).await;
+    // No message before the class runs: its refusal would use up the throttle's window.
+    let started = Instant::now();
+    while fleet.metric("edgefleet_agent_module_swaps_total", "") < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the class never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (device, mut commands) = fleet.device("e-1", "ef/v1/dev/echo/e-1/down/cmd").await;
+    let up = "ef/v1/dev/echo/e-1/up/telemetry";
+    until_answered(&device, up, b"warm", &mut commands, Duration::from_secs(60)).await;
+    tokio::task::block_in_place(|| fleet.cloud.stop()).unwrap();
+    let (flooder, _flooder_commands) = fleet.device("x-1", "ef/v1/dev/none/x-1/down/cmd").await;
+    for i in 0..5_000 {
+        flooder
+            .publish(
+                format!("ef/v1/dev/random-{i}/x-1/up/telemetry"),
+                QoS::AtLeastOnce,
+                false,
+                b"x".to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..20u8 {
+        device
+            .publish(up, QoS::AtLeastOnce, false, vec![b'm', i])
+            .await
+            .unwrap();
+    }
+    for _ in 0..20 {
+        tokio::time::timeout(Duration::from_secs(30), commands.recv())
+            .await
+            .expect("the real device is answered during the flood")
+            .unwrap();
+    }
+    let started = Instant::now();
+    while fleet.metric("edgefleet_agent_refused_messages_total", "unknown_class") < 5_000.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the flood was not all refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        fleet.metric("edgefleet_agent_queue_devices", "") <= 1.0,
+        "unknown classes never enter the intake (only the real device may be tracked)"
+    );
+    assert!(
+        fleet.metric("edgefleet_agent_active_devices_tracked", "") <= 2.0,
+        "only real devices are tracked"
+    );
+    assert!(fleet.metric("edgefleet_agent_events_suppressed_total", "") >= 4_000.0);
+
+    // What the cloud gets once it is back: the agent stops (its outbox flushed to disk), the cloud
+    // broker starts, observers subscribe (each sees a marker through its subscription before the
+    // agent comes back), the agent starts and drains its outbox.
+    tokio::task::block_in_place(|| fleet.stop_agent());
+    tokio::task::block_in_place(|| fleet.cloud.start()).unwrap();
+    let mut upstream = fleet
+        .observe("pipeline", &format!("ef/v1/node/{NODE}/up/#"))
+        .await;
+    let mut events = fleet
+        .observe("ops", &format!("ef/v1/node/{NODE}/event"))
+        .await;
+    for (topic, rx) in [
+        (format!("ef/v1/node/{NODE}/up/marker/m/x"), &mut upstream),
+        (format!("ef/v1/node/{NODE}/event"), &mut events),
+    ] {
+        let started = Instant::now();
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{topic}: no marker"
+            );
+            fleet
+                .controller
+                .publish(topic.clone(), QoS::AtLeastOnce, false, b"marker".to_vec())
+                .await
+                .unwrap();
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+                && m.payload.as_ref() == b"marker"
+            {
+                break;
+            }
+        }
+    }
+    fleet.start_agent();
+    // Every telemetry message arrives; the events about the flood are a handful.
+    let mut telemetry = std::collections::BTreeSet::new();
+    let started = Instant::now();
+    while telemetry.len() < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "telemetry lost: got {telemetry:?}"
+        );
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(500), upstream.recv()).await
+            && message.payload.as_ref() != b"marker"
+        {
+            let upstream =
+                UpstreamMessage::decode_on(&message.topic.parse().unwrap(), &message.payload)
+                    .unwrap();
+            if upstream.payload.first() == Some(&b'm') {
+                telemetry.insert(upstream.payload[1]);
+            }
+        }
+    }
+    let mut unknown_class_events = 0;
+    let mut kinds = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await
+    {
+        if message.payload.as_ref() == b"marker" {
+            continue;
+        }
+        let event: AgentEvent = codec::decode(&message.payload, 1 << 20).unwrap();
+        if event.kind == EventKind::UnknownClass {
+            unknown_class_events += 1;
+        }
+        kinds.push(event.kind);
+    }
+    assert!(
+        (1..=2).contains(&unknown_class_events),
+        "one event per window about the flood, got {unknown_class_events} ({kinds:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_heals_a_class_whose_blob_was_lost() {
+    let mut fleet = Fleet::start().await;
+    let echo = fleet
+        .publish_module("echo", "1.0.0", &probe_wasm("echo"))
+        .await;
+    let sha = echo.sha256;
+    fleet.assign("echo", 1, echo, ClassLimits::default()).await;
+    let (device, mut commands) = fleet.device("e-1", "ef/v1/dev/echo/e-1/down/cmd").await;
+    let up = "ef/v1/dev/echo/e-1/up/telemetry";
+    until_answered(
+        &device,
+        up,
+        b"before",
+        &mut commands,
+        Duration::from_secs(60),
+    )
+    .await;
+    fleet.kill_agent();
+    // The blob is gone from the store (a damaged disk, an operator's mistake).
+    let store = edge_agent::store::Store::open(fleet.dir.path().join("data/db")).unwrap();
+    assert!(store.remove_module(&sha).unwrap());
+    store.flush().unwrap();
+    drop(store);
+    fleet.start_agent();
+    // The restore fails, the blob is fetched again from the (retained) chunks, the class runs.
+    let answer = until_answered(
+        &device,
+        up,
+        b"after",
+        &mut commands,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(answer.payload.as_ref() == b"after" || answer.payload.as_ref() == b"before");
+    assert!(
+        fleet.metric("edgefleet_agent_refused_assignments_total", "missing_blob") >= 1.0,
+        "the failed restore is counted"
+    );
+}
+
+/// A tmpfs of `size` at a new directory under `dir` (the tests run as root: CI and the dev VM).
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        let path = dir.join("small-disk");
+        std::fs::create_dir_all(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (this test needs root, as CI has): {status}"
+        );
+        SmallDisk { path }
+    }
+
+    /// Fills the disk up to the last byte.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0xA5u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let mut byte = [0u8; 1];
+        while file.write_all(&byte).is_ok() {
+            byte[0] = byte[0].wrapping_add(1);
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_leaves_messages_unacked_and_unready_and_they_are_handled_after_recovery() {
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(scratch.path(), "64m");
+    let mut fleet = Fleet::start_with(AgentOptions {
+        data_dir: Some(disk.path.join("data")),
+        stall_after_s: Some(2),
+        ..AgentOptions::default()
+    })
+    .await;
+    let counter = fleet
+        .publish_module("counter", "1.0.0", &probe_wasm("state_counter"))
+        .await;
+    fleet
+        .assign("counter", 1, counter, ClassLimits::default())
+        .await;
+    let (device, mut commands) = fleet.device("c-1", "ef/v1/dev/counter/c-1/down/cmd").await;
+    let up = "ef/v1/dev/counter/c-1/up/telemetry";
+    until_answered(&device, up, b"", &mut commands, Duration::from_secs(60)).await;
+    let mut last = 0;
+    while let Ok(Some(extra)) =
+        tokio::time::timeout(Duration::from_millis(500), commands.recv()).await
+    {
+        last = count_of(&extra);
+    }
+    if last == 0 {
+        last = 1;
+    }
+    fleet.until_readyz(200, Duration::from_secs(30)).await;
+
+    let filler = disk.fill();
+    // Enough messages that the store must write (and flush) past the full disk.
+    for _ in 0..50 {
+        device
+            .publish(up, QoS::AtLeastOnce, false, vec![0u8; 2048])
+            .await
+            .unwrap();
+    }
+    let body = fleet.until_readyz(503, Duration::from_secs(60)).await;
+    assert!(
+        body.contains("flush_failing") || body.contains("host_fault"),
+        "{body}"
+    );
+    assert!(
+        fleet.metric("edgefleet_agent_host_faults_total", "") >= 1.0,
+        "the failed writes are host faults"
+    );
+    // Whatever was answered before the disk filled up is consecutive; the rest was never acked.
+    let mut answered = Vec::new();
+    while let Ok(Some(command)) =
+        tokio::time::timeout(Duration::from_millis(200), commands.recv()).await
+    {
+        answered.push(count_of(&command));
+    }
+    // Recovery: space again, and a restart (sled does not write again after an I/O error).
+    std::fs::remove_file(filler).unwrap();
+    fleet.kill_agent();
+    fleet.start_agent();
+    let started = Instant::now();
+    let mut seen = answered.clone();
+    while seen.len() < 50 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "only {} of 50 messages handled after recovery: {seen:?}",
+            seen.len()
+        );
+        if let Ok(Some(command)) =
+            tokio::time::timeout(Duration::from_millis(500), commands.recv()).await
+        {
+            seen.push(count_of(&command));
+        }
+    }
+    // Every message was handled at least once, and the counter counted each handled one.
+    let highest = *seen.iter().max().unwrap();
+    assert!(
+        highest >= last + 50,
+        "counted up to {highest} from {last}: messages lost"
+    );
+    fleet.until_readyz(200, Duration::from_secs(30)).await;
 }

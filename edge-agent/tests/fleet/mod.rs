@@ -41,6 +41,8 @@ pub struct AgentOptions {
     pub worker_binary: Option<std::path::PathBuf>,
     /// `--data-dir` (default: `data` in the fleet's directory).
     pub data_dir: Option<std::path::PathBuf>,
+    /// More lines of the config file (TOML).
+    pub config: String,
 }
 
 /// Two brokers, a controller key, the node's files, and the running agent.
@@ -99,13 +101,15 @@ impl Fleet {
     pub fn start_agent(&mut self) {
         let d = self.dir.path();
         let mut command = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+        let mut config = self.options.config.clone();
         if let Some(worker) = &self.options.worker_binary {
-            let config = d.join("agent.toml");
-            std::fs::write(&config, format!("worker_binary = {:?}\n", worker)).unwrap();
-            command.arg("--config").arg(config);
+            config.push_str(&format!("\nworker_binary = {worker:?}\n"));
             // The wrapper runs the real worker through the loader itself.
             command.env("EDGEFLEET_SANDBOX_LOADER", "");
         }
+        let config_file = d.join("agent.toml");
+        std::fs::write(&config_file, config).unwrap();
+        command.arg("--config").arg(config_file);
         if let Some(seconds) = self.options.stall_after_s {
             command.args(["--stall-after-s", &seconds.to_string()]);
         }
@@ -137,11 +141,25 @@ impl Fleet {
             .args(["--listen", &format!("127.0.0.1:{}", self.http_port)])
             .args(["--status-interval-s", "1"])
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            // The agent logs to stdout; EDGEFLEET_TEST_AGENT_LOGS=1 shows them.
+            .stdout(if std::env::var_os("EDGEFLEET_TEST_AGENT_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the agent starts");
         self.agent = Some(child);
+    }
+
+    /// Stops the agent with SIGTERM (it drains, flushes and says goodbye) and waits for it.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = child.wait();
+        }
     }
 
     pub fn kill_agent(&mut self) {
