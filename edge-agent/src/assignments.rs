@@ -21,7 +21,8 @@
 //!   generation of the class supersedes them; a redelivered assignment joins the download under way
 //!   instead of starting another.
 //! * **Disk stays bounded**: after every switch, blobs no class references (as active or previous
-//!   version) are removed, and compiled artefacts of modules no longer loaded.
+//!   version) are removed, and compiled artefacts of modules no longer loaded
+//!   (`Sandbox::remove_unused_artefacts`).
 //! * When the uplink sink had to drop a message (this task's queue was full), the task asks the
 //!   uplink to reconnect: assignments and chunks are retained, so they come again.
 
@@ -696,7 +697,7 @@ impl Assignments {
     async fn collect_garbage(&self) {
         let ctx = self.ctx.clone();
         let downloading: Vec<Sha256Digest> = self.downloads.keys().copied().collect();
-        let result = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let result = tokio::task::spawn_blocking(move || -> Result<(u64, u64), String> {
             let records = ctx.store.classes().map_err(|e| e.to_string())?;
             let referenced: std::collections::HashSet<Sha256Digest> = records
                 .iter()
@@ -713,18 +714,24 @@ impl Assignments {
                     blobs += 1;
                 }
             }
-            Ok(blobs)
+            let artefacts = ctx
+                .sandbox
+                .remove_unused_artefacts()
+                .map_err(|e| e.to_string())? as u64;
+            Ok((blobs, artefacts))
         })
         .await;
         match result {
-            Ok(Ok(blobs)) => {
-                self.ctx
-                    .metrics
-                    .garbage_collected
+            Ok(Ok((blobs, artefacts))) => {
+                let collected = &self.ctx.metrics.garbage_collected;
+                collected
                     .get_or_create(&ReasonLabels::new("blob"))
                     .inc_by(blobs);
-                if blobs > 0 {
-                    tracing::info!(blobs, "removed modules no class uses");
+                collected
+                    .get_or_create(&ReasonLabels::new("artefact"))
+                    .inc_by(artefacts);
+                if blobs + artefacts > 0 {
+                    tracing::info!(blobs, artefacts, "removed modules no class uses");
                 }
             }
             Ok(Err(e)) => tracing::warn!("garbage collection failed: {e}"),

@@ -614,3 +614,70 @@ async fn a_full_disk_leaves_messages_unacked_and_unready_and_they_are_handled_af
     );
     fleet.until_readyz(200, Duration::from_secs(30)).await;
 }
+
+/// Files and their total size under `dir`.
+fn disk_use(dir: &Path) -> (usize, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                let (f, b) = disk_use(&path);
+                files += f;
+                bytes += b;
+            } else if let Ok(meta) = entry.metadata() {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+    }
+    (files, bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_use_stays_flat_over_twenty_module_versions() {
+    let mut fleet = Fleet::start().await;
+    let (device, mut commands) = fleet.device("c-1", "ef/v1/dev/counter/c-1/down/cmd").await;
+    let up = "ef/v1/dev/counter/c-1/up/telemetry";
+    let artefacts = fleet.dir.path().join("data/artefacts");
+    let mut sizes = Vec::new();
+    for version in 1..=20u64 {
+        // The same counter, a different module each time (a custom section with the version).
+        let mut wasm = probe_wasm("state_counter");
+        let tag = format!("v{version:02}");
+        wasm.extend_from_slice(&[0, 1 + tag.len() as u8, tag.len() as u8]);
+        wasm.extend_from_slice(tag.as_bytes());
+        let manifest = fleet
+            .publish_module("counter", &format!("{version}.0.0"), &wasm)
+            .await;
+        fleet
+            .assign("counter", version, manifest, ClassLimits::default())
+            .await;
+        let started = Instant::now();
+        while fleet.metric("edgefleet_agent_module_swaps_total", "") < version as f64 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "version {version} never became active"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        until_answered(&device, up, b"", &mut commands, Duration::from_secs(30)).await;
+        sizes.push(disk_use(&artefacts).0);
+    }
+    // Artefacts: the pin, the active and the previous version at most, whatever the number of
+    // versions; blobs: the active and the previous one.
+    assert!(
+        sizes[4..].iter().all(|files| *files <= 3),
+        "artefact files per version: {sizes:?}"
+    );
+    assert!(fleet.metric("edgefleet_agent_garbage_collected_total", "artefact") >= 17.0);
+    assert!(fleet.metric("edgefleet_agent_garbage_collected_total", "blob") >= 18.0);
+    tokio::task::block_in_place(|| fleet.stop_agent());
+    let store = edge_agent::store::Store::open(fleet.dir.path().join("data/db")).unwrap();
+    assert_eq!(
+        store.module_digests().unwrap().len(),
+        2,
+        "active and previous blob only"
+    );
+}
