@@ -23,7 +23,7 @@
 //!   which is far more likely a build mistake than a real handler.
 //! - Tables and memory are the only places where a few bytes of module can ask for a large
 //!   allocation at instantiation, so both minimums are bounded.
-//! - Defined functions are bounded too ([`MAX_FUNCTIONS`]), because every fresh instance pays for
+//! - Defined functions are bounded too (`MAX_FUNCTIONS`), because every fresh instance pays for
 //!   each of them: WasmEdge creates a function instance per defined function at every
 //!   instantiation (about 0.1 µs each through the sandbox here), so a 120 KB module of 20,000
 //!   empty functions made every interaction cost 2 ms instead of 8 µs, and took 6 s to load.
@@ -56,7 +56,7 @@ pub const MAX_TABLE_ELEMENTS: u64 = 10_000;
 /// interaction a function instance (see the module documentation). The four handlers in
 /// `device-modules/` define 28 (thermostat) to 54 (meter); at this bound an interaction costs about
 /// 0.17 ms and loading 0.6 s (measured through the sandbox, release build, 2 vCPUs).
-pub const MAX_FUNCTIONS: usize = 2_000;
+pub(crate) const MAX_FUNCTIONS: usize = 2_000;
 
 /// Core WebAssembly 2.0; see the module documentation for why no more.
 const FEATURES: WasmFeatures = WasmFeatures::WASM2;

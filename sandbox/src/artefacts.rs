@@ -28,7 +28,7 @@ const COMPILE_PREFIX: &str = ".compile-";
 
 /// Where artefacts live and how they are made.
 #[derive(Debug, Clone)]
-pub struct ArtefactCache {
+pub(crate) struct ArtefactCache {
     dir: PathBuf,
     /// `<wasmedge version>-<cpu features hash>`, the part of the key that is the same for every module.
     platform: String,
@@ -52,7 +52,7 @@ pub enum CompileError {
 
 impl ArtefactCache {
     /// A cache in `dir` for artefacts made by `wasmedge_version` on this CPU.
-    pub fn open(dir: &Path, wasmedge_version: &str) -> io::Result<ArtefactCache> {
+    pub(crate) fn open(dir: &Path, wasmedge_version: &str) -> io::Result<ArtefactCache> {
         std::fs::create_dir_all(dir)?;
         Ok(ArtefactCache {
             dir: dir.to_path_buf(),
@@ -61,13 +61,13 @@ impl ArtefactCache {
     }
 
     /// The artefact path for a module's compiled wasm.
-    pub fn path_for(&self, wasm: &[u8]) -> PathBuf {
+    pub(crate) fn path_for(&self, wasm: &[u8]) -> PathBuf {
         let sha = hex::encode(Sha256::digest(wasm));
         self.dir.join(format!("{sha}-{}.so", self.platform))
     }
 
     /// Returns the artefact for `wasm`, compiling it first when the cache has none.
-    pub fn ensure(
+    pub(crate) fn ensure(
         &self,
         wasm: &[u8],
         compiler: &WorkerCommand,
@@ -131,7 +131,7 @@ impl ArtefactCache {
     }
 
     /// Removes an artefact that turned out not to load, so that the next `ensure` compiles again.
-    pub fn discard(&self, artefact: &Path) -> Result<(), CompileError> {
+    pub(crate) fn discard(&self, artefact: &Path) -> Result<(), CompileError> {
         match std::fs::remove_file(artefact) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CompileError::Io {
                 dir: self.dir.clone(),
@@ -144,7 +144,7 @@ impl ArtefactCache {
     /// Removes every artefact (`*.so`) of the cache directory but those in `keep`, and every
     /// compile directory last modified more than `stale_after` ago; returns how many entries went.
     /// Other files are not the cache's and stay.
-    pub fn remove_unused(
+    pub(crate) fn remove_unused(
         &self,
         keep: &HashSet<PathBuf>,
         stale_after: Duration,

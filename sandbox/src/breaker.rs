@@ -28,27 +28,25 @@ impl Default for BreakerConfig {
 
 /// The state of one module's breaker.
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     config: BreakerConfig,
     consecutive_faults: u32,
     open_until: Option<Instant>,
     next_cooldown: Duration,
-    trips: u64,
 }
 
 impl Breaker {
-    pub fn new(config: BreakerConfig) -> Breaker {
+    pub(crate) fn new(config: BreakerConfig) -> Breaker {
         Breaker {
             config,
             consecutive_faults: 0,
             open_until: None,
             next_cooldown: config.cooldown,
-            trips: 0,
         }
     }
 
     /// `Err(time left)` while the module is quarantined.
-    pub fn check(&self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, now: Instant) -> Result<(), Duration> {
         match self.open_until {
             Some(until) if now < until => Err(until - now),
             _ => Ok(()),
@@ -57,7 +55,7 @@ impl Breaker {
 
     /// Records a batch's results: the number of module faults and whether any interaction succeeded
     /// after the last fault. Returns true when this trips the breaker.
-    pub fn record(&mut self, faults: u32, ended_with_success: bool, now: Instant) -> bool {
+    pub(crate) fn record(&mut self, faults: u32, ended_with_success: bool, now: Instant) -> bool {
         if ended_with_success {
             self.consecutive_faults = 0;
             self.open_until = None;
@@ -72,20 +70,14 @@ impl Breaker {
         if self.consecutive_faults >= self.config.threshold || half_open {
             self.open_until = Some(now + self.next_cooldown);
             self.next_cooldown = (self.next_cooldown * 2).min(self.config.max_cooldown);
-            self.trips += 1;
             return true;
         }
         false
     }
 
     /// Whether the module is quarantined now.
-    pub fn is_open(&self, now: Instant) -> bool {
+    pub(crate) fn is_open(&self, now: Instant) -> bool {
         self.check(now).is_err()
-    }
-
-    /// How many times the breaker tripped.
-    pub fn trips(&self) -> u64 {
-        self.trips
     }
 }
 
@@ -115,7 +107,6 @@ mod tests {
             b.check(t0 + Duration::from_secs(1)),
             Err(Duration::from_secs(9))
         );
-        assert_eq!(b.trips(), 1);
     }
 
     #[test]

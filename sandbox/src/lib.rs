@@ -11,27 +11,31 @@
 //!
 //! * [`admission`] checks a module before anything runs it (ABI version, imports, memory, tables)
 //!   and rewrites a module that defines its memory into one that imports it.
-//! * [`artefacts`] compiles admitted modules ahead of time and caches the native code.
+//! * `artefacts` compiles admitted modules ahead of time and caches the native code.
 //! * the worker's `engine` (in `edgefleet-sandbox-worker`) instantiates the module afresh for each
 //!   interaction; [`wire`] and [`progress`] are the protocol both sides share.
-//! * [`supervisor`] runs the worker processes, enforces time budgets and replaces dead workers.
-//! * [`breaker`] quarantines a module that keeps failing.
+//! * `supervisor` runs the worker processes, enforces time budgets and replaces dead workers.
+//! * `breaker` quarantines a module that keeps failing.
+//!
+//! Public are what callers use: [`Sandbox`] and its types, and what the worker crate, its tests and
+//! the fuzz targets share with it ([`admission`], [`interaction`], [`wire`], [`progress`],
+//! [`metrics`]); `artefacts`, `supervisor` and `breaker` are the sandbox's own.
 //!
 //! The caller's process never loads WasmEdge: a module (or a WasmEdge bug) can kill a worker, never
 //! the caller. See docs/architecture.md for the design and the measurements behind it.
 
 pub mod admission;
-pub mod artefacts;
-pub mod breaker;
+mod artefacts;
+mod breaker;
 pub mod interaction;
 pub mod metrics;
 pub mod progress;
-pub mod supervisor;
+mod supervisor;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
@@ -194,24 +198,11 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct ModuleHandle(Arc<ModuleEntry>);
 
-impl ModuleHandle {
-    /// The label given at load.
-    pub fn label(&self) -> &str {
-        &self.0.label
-    }
-
-    /// The sha256 of the module as received.
-    pub fn sha256(&self) -> [u8; 32] {
-        self.0.sha256
-    }
-}
-
 /// What the sandbox knows of a loaded module.
 #[derive(Debug)]
 pub(crate) struct ModuleEntry {
     id: u64,
     label: String,
-    sha256: [u8; 32],
     artefact: PathBuf,
     memory: MemoryLimits,
     limits: ClassLimits,
@@ -343,11 +334,6 @@ impl Sandbox {
             .collect()
     }
 
-    /// The artefact cache directory.
-    pub fn artefact_dir(&self) -> &Path {
-        &self.config.artefact_dir
-    }
-
     /// Checks, compiles (or finds in the cache) and registers a module, and has a worker load it (a
     /// cached artefact that does not load is compiled again).
     pub fn load(&self, spec: ModuleSpec<'_>) -> Result<ModuleHandle, LoadError> {
@@ -403,7 +389,6 @@ impl Sandbox {
         let entry = Arc::new(ModuleEntry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             label,
-            sha256: admitted.sha256,
             artefact,
             memory: admitted.memory,
             limits: spec.limits.clone(),

@@ -28,7 +28,7 @@ unsafe impl Send for Progress {}
 
 /// What the worker is doing, as last written by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Running {
+pub(crate) struct Running {
     /// Index of the item in the current batch.
     pub index: u32,
     /// How long it has been running.
@@ -42,7 +42,7 @@ fn monotonic_ns() -> u64 {
 
 impl Progress {
     /// A new slot and the file descriptor to hand to the worker.
-    pub fn create() -> io::Result<(Progress, OwnedFd)> {
+    pub(crate) fn create() -> io::Result<(Progress, OwnedFd)> {
         let fd = memfd_create("edgefleet-progress", MemfdFlags::CLOEXEC)?;
         ftruncate(&fd, SLOT_BYTES as u64)?;
         let progress = Progress::map(fd.as_fd())?;
@@ -88,7 +88,7 @@ impl Progress {
     }
 
     /// Supervisor: what the worker is running, if anything.
-    pub fn running(&self) -> Option<Running> {
+    pub(crate) fn running(&self) -> Option<Running> {
         let started = self.word(1).load(Ordering::Acquire);
         if started == 0 {
             return None;

@@ -384,18 +384,18 @@ fn describe_exit(status: ExitStatus) -> String {
 
 /// The driver of one worker slot: owns the worker process (replacing it when it dies) and runs jobs.
 pub(crate) struct Driver {
-    pub command: WorkerCommand,
-    pub memory_cap: u64,
-    pub metrics: Arc<SandboxMetrics>,
-    pub pid: Arc<std::sync::atomic::AtomicU32>,
+    command: WorkerCommand,
+    memory_cap: u64,
+    metrics: Arc<SandboxMetrics>,
+    pid: Arc<std::sync::atomic::AtomicU32>,
     /// The compiled fault-handler pin module handed to each worker (see `engine::pin_fault_handlers`).
-    pub pin: Option<PathBuf>,
+    pin: Option<PathBuf>,
     worker: Option<WorkerProcess>,
 }
 
 impl Driver {
     /// A driver with its worker process started.
-    pub fn start(
+    pub(crate) fn start(
         command: WorkerCommand,
         memory_cap: u64,
         metrics: Arc<SandboxMetrics>,
@@ -415,7 +415,7 @@ impl Driver {
     }
 
     /// Runs jobs until the queue closes.
-    pub fn run(mut self, jobs: Receiver<Job>) {
+    pub(crate) fn run(mut self, jobs: Receiver<Job>) {
         for job in jobs {
             match job {
                 Job::Run {

@@ -5,9 +5,9 @@
 //! A batch of interactions of one module travels in one frame each way, so the cost of waking a
 //! process on another CPU is paid once per batch, not once per interaction.
 //!
-//! A frame holds at most [`MAX_FRAME`] bytes, so the batches are sized to fit it: [`result_bound`] is
+//! A frame holds at most [`MAX_FRAME`] bytes, so the batches are sized to fit it: `result_bound` is
 //! the most one interaction's answer can take under a class's limits (refused at load when even one
-//! cannot fit), which caps how many results one `Ran` may carry, and [`split`] cuts a caller's batch
+//! cannot fit), which caps how many results one `Ran` may carry, and `split` cuts a caller's batch
 //! into `Run` requests that fit, by the size of the interactions themselves.
 
 use std::borrow::Cow;
