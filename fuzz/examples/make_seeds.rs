@@ -1,11 +1,15 @@
-//! Writes the seed corpus under `fuzz/corpus/<target>/` from real encoded messages, so that every
-//! target starts from inputs that reach deep into its decoder. The seeds are committed; run this
-//! again after a message type changes:
+//! Writes the seed corpus under `fuzz/corpus/<target>/` from real encoded messages and modules, so
+//! that every target starts from inputs that reach deep into its decoder. The seeds are committed;
+//! run this again after a message type changes:
 //!
 //! ```sh
 //! cargo run --manifest-path fuzz/Cargo.toml --example make_seeds
 //! ```
+//!
+//! The admission seeds include the thermostat handler module when the workspace tests have built it
+//! (`target/device-modules/`); the other module seeds are written here in WAT.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -19,6 +23,9 @@ use edgefleet_protocol::{
     ModuleManifest, NodeId, NodeState, NodeStatus, Rollout, RolloutStage, Sha256Digest, Topic,
     UpstreamMessage,
 };
+use edgefleet_sandbox::interaction::{LogLevel, LogLine, Upstream};
+use edgefleet_sandbox::wire::{Request, Response, frame};
+use edgefleet_sandbox::{Interaction, InteractionError, MemoryLimits, Outcome};
 
 fn main() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
@@ -30,6 +37,8 @@ fn main() {
         ("manifest", manifests()),
         ("module_assembly", module_assemblies()),
         ("limits", limits()),
+        ("worker_frames", worker_frames()),
+        ("admission", admission()),
     ];
     for (target, files) in seeds {
         let dir = corpus.join(target);
@@ -262,4 +271,140 @@ fn limits() -> Seeds {
         ("only-defaults", vec![0, 0xa0]),
         ("built", [1, 0x10, 0x00, 0x00, 0x00, 0x32].repeat(12)),
     ]
+}
+
+fn worker_frames() -> Seeds {
+    let interaction = Interaction {
+        device: device().to_string(),
+        channel: "telemetry".into(),
+        payload: codec::encode(&BTreeMap::from([("temp_c", 17.5)])),
+        state: Some(serde_bytes::ByteBuf::from(vec![1, 2, 3])),
+        now_ms: 1_767_000_000_000,
+    };
+    let first_seen = Interaction {
+        state: None,
+        ..interaction.clone()
+    };
+    let load = Request::Load {
+        module: 3,
+        artefact: "/var/lib/edgefleet/artefacts/thermostat.so".into(),
+        memory: MemoryLimits {
+            min_pages: 1,
+            max_pages: 16,
+        },
+        limits: ClassLimits::default(),
+        config: codec::encode(&BTreeMap::from([("target_c", 21.5)])),
+    };
+    let run = Request::Run {
+        module: 3,
+        items: Cow::Owned(vec![interaction, first_seen]),
+    };
+    let outcome = Outcome {
+        commands: vec![serde_bytes::ByteBuf::from(b"heat".to_vec())],
+        upstream: vec![Upstream {
+            topic: "telemetry".into(),
+            payload: vec![0xa0],
+        }],
+        new_state: Some(serde_bytes::ByteBuf::from(vec![4])),
+        logs: vec![LogLine {
+            level: LogLevel::Info,
+            text: "mode heat".into(),
+        }],
+        dropped_logs: 1,
+    };
+    let ran = Response::Ran {
+        results: vec![
+            Ok(outcome),
+            Err(InteractionError::Trap {
+                message: "unreachable".into(),
+            }),
+            Err(InteractionError::StateLimit {
+                size: 20_000,
+                limit: 16_384,
+            }),
+        ],
+    };
+    let mut session = frame(&load);
+    session.extend(frame(&run));
+    session.extend(frame(&Request::Unload { module: 3 }));
+    let mut answers = frame(&Response::Loaded);
+    answers.extend(frame(&ran));
+    answers.extend(frame(&Response::UnknownModule { module: 4 }));
+    vec![
+        ("request-load", frame(&load)),
+        ("request-run", frame(&run)),
+        ("response-ran", frame(&ran)),
+        (
+            "response-load-failed",
+            frame(&Response::LoadFailed {
+                error: "artefact missing".into(),
+            }),
+        ),
+        ("requests", session),
+        ("responses", answers),
+    ]
+}
+
+/// The mode byte of a raw module under the default class limit of 16 pages (see the target).
+const RAW_MODULE: u8 = 45;
+
+fn admission() -> Seeds {
+    let abi = r#"(@custom "edgefleet_abi" "\01\00\00\00")"#;
+    let imports_memory = format!(
+        r#"(module
+          (import "edgefleet_v1" "message" (func $message (param i32 i32) (result i32)))
+          (import "edgefleet_v1" "command" (func $command (param i32 i32)))
+          (import "env" "memory" (memory 1 16))
+          (func (export "edgefleet_handle") (result i32)
+            (drop (call $message (i32.const 0) (i32.const 1024)))
+            (call $command (i32.const 0) (i32.const 4))
+            (i32.const 0))
+          {abi})"#
+    );
+    let defines_memory = format!(
+        r#"(module
+          (import "edgefleet_v1" "now_ms" (func $now (result i64)))
+          (memory 2 8)
+          (data (i32.const 16) "state")
+          (func (export "edgefleet_handle") (result i32)
+            (i32.wrap_i64 (call $now)))
+          {abi})"#
+    );
+    let table = format!(
+        r#"(module
+          (import "env" "memory" (memory 1))
+          (type $t (func (result i32)))
+          (table 2 funcref)
+          (elem (i32.const 0) $zero $one)
+          (func $zero (result i32) (i32.const 0))
+          (func $one (result i32) (i32.const 1))
+          (func (export "edgefleet_handle") (result i32)
+            (call_indirect (type $t) (i32.const 1)))
+          {abi})"#
+    );
+    let other_abi = r#"(module
+          (import "edgefleet_v2" "message" (func (param i32 i32) (result i32)))
+          (import "env" "memory" (memory 1))
+          (func (export "edgefleet_handle") (result i32) (i32.const 0))
+          (@custom "edgefleet_abi" "\02\00\00\00"))"#;
+    let raw = |wat: &str| {
+        let mut bytes = vec![RAW_MODULE];
+        bytes.extend(wat::parse_str(wat).expect("the seed WAT parses"));
+        bytes
+    };
+    let mut seeds = vec![
+        ("imports-memory", raw(&imports_memory)),
+        ("defines-memory", raw(&defines_memory)),
+        ("table", raw(&table)),
+        ("other-abi", raw(other_abi)),
+        ("abi-shaped", [1].into_iter().chain(0..=255).collect()),
+        ("free", [2].into_iter().chain((0..=255).rev()).collect()),
+    ];
+    let thermostat = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/device-modules/wasm32-unknown-unknown/release/edgefleet_thermostat.wasm");
+    match fs::read(&thermostat) {
+        Ok(wasm) => seeds.push(("thermostat", [RAW_MODULE].into_iter().chain(wasm).collect())),
+        Err(e) => eprintln!("no thermostat seed ({}: {e})", thermostat.display()),
+    }
+    seeds
 }
