@@ -358,6 +358,87 @@ async fn measure(broker: &Broker, time: Duration, rate: u32) -> Measured {
     }
 }
 
+/// The burst row: while one device publishes QoS 0 readings as fast as its connection takes them,
+/// the other devices send at `rate` (open loop); what share of their messages is answered, and how
+/// fast.
+struct Burst {
+    burst_rate: f64,
+    share: f64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn measure_burst(broker: &Broker, time: Duration, rate: u32) -> Burst {
+    let probe = Arc::new(Probe::default());
+    let closed_loop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = start_devices(broker, probe.clone(), closed_loop).await;
+    let (loud, mut loud_events) =
+        broker::client(broker.mqtt_options("loud").unwrap(), 100_000);
+    let burst_sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burster = tokio::spawn({
+        let (sent, stop) = (burst_sent.clone(), stop.clone());
+        let payload = reading(30.0);
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                if loud
+                    .publish(
+                        "ef/v1/dev/thermostat/loud/up/telemetry",
+                        QoS::AtMostOnce,
+                        false,
+                        payload.clone(),
+                    )
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = loud.disconnect().await;
+        }
+    });
+    tokio::spawn(async move { while loud_events.poll().await.is_ok() {} });
+    let all: Vec<(rumqttc::AsyncClient, String)> = clients
+        .iter()
+        .flat_map(|(c, ds)| ds.iter().map(move |d| (c.clone(), d.clone())))
+        .collect();
+    let payload = reading(19.0);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while started.elapsed() < time {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+        while sent < due {
+            let (client, device) = &all[sent as usize % all.len()];
+            probe.sent(device);
+            let _ = client.try_publish(
+                format!("ef/v1/dev/thermostat/{device}/up/telemetry"),
+                QoS::AtLeastOnce,
+                false,
+                payload.clone(),
+            );
+            sent += 1;
+        }
+    }
+    let burst_rate = burst_sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = burster.await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let answered = probe.answered.load(Ordering::Relaxed);
+    let mut latencies = probe.reset();
+    for (client, _) in clients {
+        let _ = client.disconnect().await;
+    }
+    Burst {
+        burst_rate,
+        share: answered as f64 / sent.max(1) as f64,
+        p50: percentile(&mut latencies, 0.5),
+        p99: percentile(&mut latencies, 0.99),
+    }
+}
+
 fn main() {
     let secs: f64 = std::env::var("EDGEFLEET_BENCH_SECONDS")
         .ok()
@@ -410,12 +491,24 @@ fn main() {
             .await;
             runs[variant].push(measure(&broker, time, rate).await);
         }
-        variants
+        eprintln!("measuring: one device bursting");
+        let broker = Broker::plain().unwrap();
+        let _agent = start_agent(
+            &broker,
+            ClassHandler::Wasm(module.clone()),
+            sandbox.clone(),
+            &dir.path().join("store-burst"),
+        )
+        .await;
+        let burst = measure_burst(&broker, time, rate / 5).await;
+        let rows = variants
             .iter()
             .zip(runs)
             .map(|((name, _), runs)| (*name, Measured::mean(&runs)))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (rows, burst)
     });
+    let (rows, burst) = rows;
     let native = rows[0].1.throughput;
     println!(
         "\n### End to end through mosquitto ({DEVICES} devices, {CONNECTIONS} connections, QoS 1, state + outbox in sled, flushed before commands; each row the mean of 2 runs, A-B-B-A)\n"
@@ -436,4 +529,17 @@ fn main() {
             m.open_p99 / 1000.0
         );
     }
+    println!(
+        "\n### One device bursting QoS 0 (thermostat Wasm; the other {DEVICES} devices in open loop at {}/s, QoS 1)\n",
+        rate / 5
+    );
+    println!("| burst sent | others answered | others p50 | others p99 |");
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {:.0}/s | {:.1} % | {:.2} ms | {:.2} ms |",
+        burst.burst_rate,
+        burst.share * 100.0,
+        burst.p50 / 1000.0,
+        burst.p99 / 1000.0
+    );
 }
