@@ -372,8 +372,7 @@ async fn measure_burst(broker: &Broker, time: Duration, rate: u32) -> Burst {
     let probe = Arc::new(Probe::default());
     let closed_loop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients = start_devices(broker, probe.clone(), closed_loop).await;
-    let (loud, mut loud_events) =
-        broker::client(broker.mqtt_options("loud").unwrap(), 100_000);
+    let (loud, mut loud_events) = broker::client(broker.mqtt_options("loud").unwrap(), 100_000);
     let burst_sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let burster = tokio::spawn({
