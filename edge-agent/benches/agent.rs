@@ -256,6 +256,40 @@ async fn start_devices(
     clients
 }
 
+/// Sends readings at `rate` per second for `time`, round robin over the devices (QoS 1, without
+/// waiting for answers); returns how many were sent.
+async fn open_loop(
+    clients: &[(rumqttc::AsyncClient, Vec<String>)],
+    probe: &Probe,
+    rate: u32,
+    time: Duration,
+) -> u64 {
+    let all: Vec<(&rumqttc::AsyncClient, &String)> = clients
+        .iter()
+        .flat_map(|(c, ds)| ds.iter().map(move |d| (c, d)))
+        .collect();
+    let payload = reading(19.0);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while started.elapsed() < time {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+        while sent < due {
+            let (client, device) = &all[sent as usize % all.len()];
+            probe.sent(device);
+            let _ = client.try_publish(
+                format!("ef/v1/dev/thermostat/{device}/up/telemetry"),
+                QoS::AtLeastOnce,
+                false,
+                payload.clone(),
+            );
+            sent += 1;
+        }
+    }
+    sent
+}
+
 fn percentile(samples: &mut [f64], q: f64) -> f64 {
     if samples.is_empty() {
         return f64::NAN;
@@ -320,28 +354,7 @@ async fn measure(broker: &Broker, time: Duration, rate: u32) -> Measured {
     probe.reset();
 
     // Open loop at `rate` per second, round robin over the devices.
-    let all: Vec<(rumqttc::AsyncClient, String)> = clients
-        .iter()
-        .flat_map(|(c, ds)| ds.iter().map(move |d| (c.clone(), d.clone())))
-        .collect();
-    let started = Instant::now();
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    while started.elapsed() < time {
-        tick.tick().await;
-        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
-        while sent < due {
-            let (client, device) = &all[sent as usize % all.len()];
-            probe.sent(device);
-            let _ = client.try_publish(
-                format!("ef/v1/dev/thermostat/{device}/up/telemetry"),
-                QoS::AtLeastOnce,
-                false,
-                payload.clone(),
-            );
-            sent += 1;
-        }
-    }
+    let sent = open_loop(&clients, &probe, rate, time).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let open_rate = sent as f64 / time.as_secs_f64();
     let mut open = probe.reset();
@@ -398,29 +411,8 @@ async fn measure_burst(broker: &Broker, time: Duration, rate: u32) -> Burst {
         }
     });
     tokio::spawn(async move { while loud_events.poll().await.is_ok() {} });
-    let all: Vec<(rumqttc::AsyncClient, String)> = clients
-        .iter()
-        .flat_map(|(c, ds)| ds.iter().map(move |d| (c.clone(), d.clone())))
-        .collect();
-    let payload = reading(19.0);
     let started = Instant::now();
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    while started.elapsed() < time {
-        tick.tick().await;
-        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
-        while sent < due {
-            let (client, device) = &all[sent as usize % all.len()];
-            probe.sent(device);
-            let _ = client.try_publish(
-                format!("ef/v1/dev/thermostat/{device}/up/telemetry"),
-                QoS::AtLeastOnce,
-                false,
-                payload.clone(),
-            );
-            sent += 1;
-        }
-    }
+    let sent = open_loop(&clients, &probe, rate, time).await;
     let burst_rate = burst_sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = burster.await;

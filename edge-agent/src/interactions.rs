@@ -486,7 +486,6 @@ impl Interactions {
         })
         .await
         .unwrap_or_else(|e| vec![Err(format!("state read task failed: {e}")); messages.len()]);
-        let mut results: Vec<Option<Result<Outcome, InteractionError>>> = Vec::new();
         let mut items = Vec::new();
         let mut readable = Vec::new();
         for (taken, state) in messages.iter().zip(states) {
@@ -509,14 +508,12 @@ impl Interactions {
                 }
             }
         }
+        // The batch's results are in the order of the readable messages.
         let mut ran = self.run_batch(active, items).await.into_iter();
-        for ok in &readable {
-            results.push(if *ok { ran.next() } else { None });
-        }
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut to_commit = Vec::new();
-        for (index, (taken, result)) in messages.into_iter().zip(results).enumerate() {
-            let Some(result) = result else {
+        for (index, (taken, readable)) in messages.into_iter().zip(readable).enumerate() {
+            let Some(result) = readable.then(|| ran.next()).flatten() else {
                 verdicts.push((
                     taken,
                     Verdict::HostFault {
@@ -675,7 +672,7 @@ impl Interactions {
 
     fn resume_on_new_connection(&self, state: &mut IntakeState) {
         let Some(link) = self.link.get() else { return };
-        let connection = link.condition().connections;
+        let connection = link.connections();
         if connection != state.connection {
             state.connection = connection;
             state.intake.resume();

@@ -266,6 +266,11 @@ impl Link {
         self.condition.borrow().clone()
     }
 
+    /// Connections made so far (cheap: read on every device message).
+    pub fn connections(&self) -> u64 {
+        self.condition.borrow().connections
+    }
+
     /// A receiver that sees every change of the link's condition.
     pub fn watch(&self) -> watch::Receiver<LinkCondition> {
         self.condition.clone()

@@ -43,9 +43,7 @@ async fn one_device_bursting_qos0_does_not_delay_the_others() {
     }
     // Drain answers to until_answered's extra sends, so that each device's next count is known.
     for (_, commands, _, last) in &mut good {
-        while let Ok(Some(extra)) =
-            tokio::time::timeout(Duration::from_millis(500), commands.recv()).await
-        {
+        if let Some(extra) = drain_answers(commands).await {
             *last = count_of(&extra);
         }
     }
@@ -132,31 +130,21 @@ fn breakable_worker(dir: &Path, marker: &Path) -> PathBuf {
     script
 }
 
-/// The pids of the agent's worker processes (its children running the worker).
+/// The pids of the agent's worker processes: the children of any of its threads (the sandbox's
+/// driver threads spawn them).
 fn worker_pids(agent: u32) -> Vec<i32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{agent}/task/{agent}/children")).unwrap_or_default();
     let mut pids = Vec::new();
-    for pid in children
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
+    for task in std::fs::read_dir(format!("/proc/{agent}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
     {
-        pids.push(pid);
-    }
-    // Other threads of the agent may be the parents (the supervisor's driver threads).
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{agent}/task")) {
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for pid in children
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(
+            children
                 .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
-                if !pids.contains(&pid) {
-                    pids.push(pid);
-                }
-            }
-        }
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
     }
     pids
 }
@@ -184,9 +172,7 @@ async fn a_host_fault_leaves_the_message_for_redelivery_and_a_module_fault_is_ac
     let (device, mut commands) = fleet.device("d-1", "ef/v1/dev/crasher/d-1/down/cmd").await;
     let up = "ef/v1/dev/crasher/d-1/up/telemetry";
     until_answered(&device, up, b"warm", &mut commands, Duration::from_secs(60)).await;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), commands.recv()).await
-    {
-    }
+    drain_answers(&mut commands).await;
 
     // A module fault: the marker kills the worker running it. Acked (it does not come back into a
     // crash loop) and reported.
@@ -234,14 +220,15 @@ async fn a_host_fault_leaves_the_message_for_redelivery_and_a_module_fault_is_ac
         .publish(up, QoS::AtLeastOnce, false, b"during-fault".to_vec())
         .await
         .unwrap();
-    let started = Instant::now();
-    while fleet.metric("edgefleet_agent_host_faults_total", "unavailable") == 0.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no host fault counted while the workers cannot start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleet
+        .until_metric(
+            "edgefleet_agent_host_faults_total",
+            "unavailable",
+            1.0,
+            Duration::from_secs(30),
+            "no host fault counted while the workers cannot start",
+        )
+        .await;
     assert!(
         tokio::time::timeout(Duration::from_millis(500), commands.recv())
             .await
@@ -277,14 +264,15 @@ async fn a_message_stuck_in_a_lane_turns_the_node_unready() {
         ..ClassLimits::default()
     };
     fleet.assign("spin", 1, spinner, limits).await;
-    let started = Instant::now();
-    while fleet.metric("edgefleet_agent_module_swaps_total", "") < 1.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the class never became active"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleet
+        .until_metric(
+            "edgefleet_agent_module_swaps_total",
+            "",
+            1.0,
+            Duration::from_secs(60),
+            "the class never became active",
+        )
+        .await;
     fleet.until_readyz(200, Duration::from_secs(30)).await;
     let (device, _commands) = fleet.device("s-1", "ef/v1/dev/spin/s-1/down/cmd").await;
     device
@@ -321,14 +309,15 @@ async fn random_class_names_neither_grow_memory_nor_push_telemetry_out() {
         .await;
     fleet.assign("echo", 1, echo, ClassLimits::default()).await;
     // No message before the class runs: its refusal would use up the throttle's window.
-    let started = Instant::now();
-    while fleet.metric("edgefleet_agent_module_swaps_total", "") < 1.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the class never became active"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleet
+        .until_metric(
+            "edgefleet_agent_module_swaps_total",
+            "",
+            1.0,
+            Duration::from_secs(60),
+            "the class never became active",
+        )
+        .await;
     let (device, mut commands) = fleet.device("e-1", "ef/v1/dev/echo/e-1/down/cmd").await;
     let up = "ef/v1/dev/echo/e-1/up/telemetry";
     until_answered(&device, up, b"warm", &mut commands, Duration::from_secs(60)).await;
@@ -357,14 +346,15 @@ async fn random_class_names_neither_grow_memory_nor_push_telemetry_out() {
             .expect("the real device is answered during the flood")
             .unwrap();
     }
-    let started = Instant::now();
-    while fleet.metric("edgefleet_agent_refused_messages_total", "unknown_class") < 5_000.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the flood was not all refused"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleet
+        .until_metric(
+            "edgefleet_agent_refused_messages_total",
+            "unknown_class",
+            5_000.0,
+            Duration::from_secs(60),
+            "the flood was not all refused",
+        )
+        .await;
     assert!(
         fleet.metric("edgefleet_agent_queue_devices", "") <= 1.0,
         "unknown classes never enter the intake (only the real device may be tracked)"
@@ -553,15 +543,9 @@ async fn a_full_disk_leaves_messages_unacked_and_unready_and_they_are_handled_af
     let (device, mut commands) = fleet.device("c-1", "ef/v1/dev/counter/c-1/down/cmd").await;
     let up = "ef/v1/dev/counter/c-1/up/telemetry";
     until_answered(&device, up, b"", &mut commands, Duration::from_secs(60)).await;
-    let mut last = 0;
-    while let Ok(Some(extra)) =
-        tokio::time::timeout(Duration::from_millis(500), commands.recv()).await
-    {
-        last = count_of(&extra);
-    }
-    if last == 0 {
-        last = 1;
-    }
+    let last = drain_answers(&mut commands)
+        .await
+        .map_or(1, |extra| count_of(&extra));
     fleet.until_readyz(200, Duration::from_secs(30)).await;
 
     let filler = disk.fill();
@@ -654,14 +638,15 @@ async fn disk_use_stays_flat_over_twenty_module_versions() {
         fleet
             .assign("counter", version, manifest, ClassLimits::default())
             .await;
-        let started = Instant::now();
-        while fleet.metric("edgefleet_agent_module_swaps_total", "") < version as f64 {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "version {version} never became active"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        fleet
+            .until_metric(
+                "edgefleet_agent_module_swaps_total",
+                "",
+                version as f64,
+                Duration::from_secs(60),
+                &format!("version {version} never became active"),
+            )
+            .await;
         until_answered(&device, up, b"", &mut commands, Duration::from_secs(30)).await;
         sizes.push(disk_use(&artefacts).0);
     }

@@ -293,6 +293,26 @@ impl Fleet {
         }
     }
 
+    /// Waits (up to `limit`) until metric `name` (samples with `labels`) reaches `at_least`; `what`
+    /// says what the wait is for when it fails.
+    pub async fn until_metric(
+        &self,
+        name: &str,
+        labels: &str,
+        at_least: f64,
+        limit: Duration,
+        what: &str,
+    ) {
+        let started = Instant::now();
+        while self.metric(name, labels) < at_least {
+            assert!(
+                started.elapsed() < limit,
+                "{what} ({name}{{{labels}}} < {at_least} after {limit:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The sum of the samples of metric `name` whose labels contain `labels` (e.g. `reason="full"`).
     pub fn metric(&self, name: &str, labels: &str) -> f64 {
         let (_, text) = self.http_get("/metrics");
@@ -342,6 +362,16 @@ pub fn reading(temp_c: f32) -> Vec<u8> {
     )
     .unwrap()
     .to_vec()
+}
+
+/// Receives what is already on its way (until 500 ms pass without a message); the last one, if any.
+pub async fn drain_answers(rx: &mut mpsc::Receiver<rumqttc::Publish>) -> Option<rumqttc::Publish> {
+    let mut last = None;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+    {
+        last = Some(message);
+    }
+    last
 }
 
 /// Publishes `payload` every 200 ms until a message arrives on `rx` (bounded by `limit`).
