@@ -1,5 +1,7 @@
 //! The cloud controller (being built, issue 11).
 
 pub mod crds;
+pub mod distribution;
+pub mod fleet;
 mod oci;
 pub mod resources;
