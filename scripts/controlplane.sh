@@ -22,6 +22,8 @@ STAMP="$OUT/.stamp"
 say() { printf '[controlplane] %s\n' "$*"; }
 die() { printf '[controlplane] error: %s\n' "$*" >&2; exit 1; }
 
+# The official tarball's place, when it is not on PATH (e.g. a root shell without a login profile).
+command -v go >/dev/null 2>&1 || [ ! -x /usr/local/go/bin/go ] || PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null 2>&1 ||
   die "go not found: install Go >= 1.26 (https://go.dev/dl/); it is needed only to build the test control plane"
 [ -f "$MODULE/go.mod" ] && [ -f "$MODULE/go.sum" ] || die "no go.mod/go.sum in $MODULE"

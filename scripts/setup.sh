@@ -2,7 +2,9 @@
 # One-command setup for building and testing edgefleet on Debian 12 (run as root).
 #
 # Installs: libclang (bindgen in wasmedge-sys), mosquitto (tests start their own broker),
-# openssl + patchelf (tooling), the wasm32-unknown-unknown Rust target, cargo-fuzz (scripts/fuzz.sh),
+# openssl + patchelf (tooling), docker-registry (tests start their own OCI registry), the
+# wasm32-unknown-unknown Rust target, cargo-fuzz (scripts/fuzz.sh), the test control plane (etcd,
+# kube-apiserver, kubectl built with Go by scripts/controlplane.sh),
 # and the WasmEdge 0.17.1 C library + headers under $EDGEFLEET_WASMEDGE_PREFIX (default
 # /opt/edgefleet/wasmedge).
 #
@@ -29,15 +31,17 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 # --- Debian packages -------------------------------------------------------------------------
 need=()
-for pkg in libclang-dev mosquitto openssl patchelf pkg-config ca-certificates; do
+for pkg in libclang-dev mosquitto openssl patchelf pkg-config ca-certificates docker-registry; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # Tests start their own brokers; the packaged service is not needed.
-  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+  # Tests start their own brokers and registries; the packaged services are not needed.
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now mosquitto docker-registry >/dev/null 2>&1 || true
+  fi
 else
   say "Debian packages present"
 fi
@@ -133,4 +137,11 @@ or update SID_PIN in scripts/setup.sh after checking the new version builds and 
     say "WasmEdge $WASMEDGE_VERSION installed in $PREFIX"
   fi
 fi
+
+# --- Test control plane: etcd, kube-apiserver, kubectl for the controller's tests -------------
+# Built from source with Go (>= 1.26; only for these test tools, never the product) by
+# scripts/controlplane.sh into ~/.cache/edgefleet/controlplane/<version>. Go needs network access
+# to its module proxy only on the first build; later runs find the stamp and build nothing.
+"$(dirname "${BASH_SOURCE[0]}")/controlplane.sh"
+
 say "done. Test command: scripts/test.sh"
