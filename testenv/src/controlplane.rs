@@ -197,6 +197,26 @@ fn wait_ready(
     }
 }
 
+/// The CA, serving certificate and service-account key in `<root>/pki`; the admin identity and
+/// the readiness probe's TLS settings.
+fn write_pki(root: &Path) -> Result<(Pki, pki::Identity, Arc<rustls::ClientConfig>), TestenvError> {
+    let pki_dir = root.join("pki");
+    for d in [&pki_dir, &root.join("apiserver-certs")] {
+        create_dir(d)?;
+    }
+    let pki = Pki::new()?;
+    let serving = pki.server(&["127.0.0.1", "localhost"])?;
+    let admin = pki.client(ADMIN_USER, &["system:masters"])?;
+    let (sa_private, sa_public) = pki::service_account_key()?;
+    write_file(&pki_dir.join("ca.crt"), &pki.ca_pem())?;
+    write_file(&pki_dir.join("apiserver.crt"), &serving.cert_pem)?;
+    write_private(&pki_dir.join("apiserver.key"), &serving.key_pem)?;
+    write_private(&pki_dir.join("service-account.key"), &sa_private)?;
+    write_file(&pki_dir.join("service-account.pub"), &sa_public)?;
+    let tls = probe::tls_config(pki.ca_der(), &admin.cert_der, &admin.key_der)?;
+    Ok((pki, admin, tls))
+}
+
 static PLANES: AtomicUsize = AtomicUsize::new(0);
 
 impl ControlPlane {
@@ -226,22 +246,9 @@ impl ControlPlane {
                 "kept because EDGEFLEET_TESTENV_KEEP was set\n",
             )?;
         }
-        let pki_dir = root.join("pki");
         let kubeconfigs = root.join("kubeconfigs");
-        for d in [&pki_dir, &kubeconfigs, &root.join("apiserver-certs")] {
-            create_dir(d)?;
-        }
-
-        let pki = Pki::new()?;
-        let serving = pki.server(&["127.0.0.1", "localhost"])?;
-        let admin = pki.client(ADMIN_USER, &["system:masters"])?;
-        let (sa_private, sa_public) = pki::service_account_key()?;
-        write_file(&pki_dir.join("ca.crt"), &pki.ca_pem())?;
-        write_file(&pki_dir.join("apiserver.crt"), &serving.cert_pem)?;
-        write_private(&pki_dir.join("apiserver.key"), &serving.key_pem)?;
-        write_private(&pki_dir.join("service-account.key"), &sa_private)?;
-        write_file(&pki_dir.join("service-account.pub"), &sa_public)?;
-        let tls = probe::tls_config(pki.ca_der(), &admin.cert_der, &admin.key_der)?;
+        create_dir(&kubeconfigs)?;
+        let (pki, admin, tls) = write_pki(&root)?;
 
         let name = format!(
             "testenv-{}-{}",
@@ -537,4 +544,48 @@ fn render_command(command: &Command) -> String {
         }
     }
     words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port someone else holds makes the attempt retryable, for either process (the messages
+    /// of etcd and kube-apiserver are what `wait_ready` looks for). Needs the real binaries.
+    #[test]
+    fn a_taken_port_is_retryable() -> Result<(), Box<dyn std::error::Error>> {
+        let binaries = Binaries::locate()?;
+        let dir = tempfile::tempdir()?;
+        let (_pki, _admin, tls) = write_pki(dir.path())?;
+        let holder = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let taken = holder.local_addr()?.port();
+        let options = Options::default();
+        let began = Instant::now();
+        let deadline = began + options.start_timeout;
+        let [a, b, c] = free_ports::<3>()?;
+        for (what, ports) in [
+            ("etcd client", [taken, a, b]),
+            ("etcd peer", [a, taken, b]),
+            ("kube-apiserver", [b, c, taken]),
+        ] {
+            let [etcd, peer, api] = ports;
+            match ControlPlane::launch(
+                &binaries,
+                dir.path(),
+                "taken-port",
+                etcd,
+                peer,
+                api,
+                &options,
+                &tls,
+                began,
+                deadline,
+            ) {
+                Err(Failure::PortTaken(e)) => println!("{what}: retryable: {e}"),
+                Err(Failure::Fatal(e)) => return Err(format!("{what}: fatal: {e}").into()),
+                Ok(_) => return Err(format!("{what}: started on a taken port").into()),
+            }
+        }
+        Ok(())
+    }
 }
