@@ -66,7 +66,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_names_with_colons_are_quoted() {
+    fn user_names_with_colons_are_quoted_and_read_back() -> Result<(), String> {
         let identity = Identity {
             cert_der: vec![],
             cert_pem: "CERT".into(),
@@ -84,5 +84,23 @@ mod tests {
         assert!(text.contains("    certificate-authority-data: \"Q0E=\"\n"));
         assert!(text.contains("    server: \"https://127.0.0.1:1\"\n"));
         assert!(text.ends_with("current-context: \"edgefleet-testenv\"\n"));
+
+        // Read back with the parser kube-rs uses.
+        let parsed: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
+        assert_eq!(
+            parsed["clusters"][0]["cluster"]["server"],
+            "https://127.0.0.1:1"
+        );
+        assert_eq!(parsed["users"][0]["name"], "system:serviceaccount:a:b");
+        assert_eq!(
+            parsed["users"][0]["user"]["client-certificate-data"],
+            base64(b"CERT")
+        );
+        assert_eq!(
+            parsed["contexts"][0]["context"]["user"],
+            "system:serviceaccount:a:b"
+        );
+        assert_eq!(parsed["current-context"], CONTEXT);
+        Ok(())
     }
 }
