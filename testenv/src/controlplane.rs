@@ -581,7 +581,10 @@ mod tests {
                 began,
                 deadline,
             ) {
-                Err(Failure::PortTaken(e)) => println!("{what}: retryable: {e}"),
+                Err(Failure::PortTaken(e)) => {
+                    let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+                    println!("{what}: retryable: {first}");
+                }
                 Err(Failure::Fatal(e)) => return Err(format!("{what}: fatal: {e}").into()),
                 Ok(_) => return Err(format!("{what}: started on a taken port").into()),
             }
