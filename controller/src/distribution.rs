@@ -83,8 +83,7 @@ pub fn diff(plan: &Plan, published: &Published, key: KeyId, now_ms: u64) -> Vec<
 
     for (target, handler) in &plan.handlers {
         let current = published.assignments.get(target);
-        let same = current
-            .is_some_and(|p| p.key == key && p.handler.as_ref() == Some(handler));
+        let same = current.is_some_and(|p| p.key == key && p.handler.as_ref() == Some(handler));
         if !same {
             assigns.push(assign(target, current, Some(handler.clone()), now_ms));
         }
@@ -100,10 +99,7 @@ pub fn diff(plan: &Plan, published: &Published, key: KeyId, now_ms: u64) -> Vec<
         if current.key != key || current.handler != handler {
             assigns.push(assign(target, Some(current), handler, now_ms));
         }
-        after.insert(
-            target,
-            if keep { current.handler.as_ref() } else { None },
-        );
+        after.insert(target, if keep { current.handler.as_ref() } else { None });
     }
 
     let mut needed: BTreeMap<Sha256Digest, &ModuleManifest> = BTreeMap::new();
@@ -147,7 +143,9 @@ fn assign(
     handler: Option<HandlerSpec>,
     now_ms: u64,
 ) -> Action {
-    let generation = current.map_or(0, |p| p.generation.saturating_add(1)).max(now_ms);
+    let generation = current
+        .map_or(0, |p| p.generation.saturating_add(1))
+        .max(now_ms);
     Action::Assign {
         node: node.clone(),
         class: class.clone(),
@@ -253,11 +251,23 @@ mod tests {
         let plan = plan_of(&[("edge-a", &v1)]);
         let mut published = Published::default();
         let actions = diff(&plan, &published, key, NOW);
-        assert!(matches!(&actions[0], Action::PublishChunks { indices, .. } if indices == &[0, 1, 2]));
-        assert!(matches!(&actions[1], Action::Assign { generation: NOW, handler: Some(_), .. }));
+        assert!(
+            matches!(&actions[0], Action::PublishChunks { indices, .. } if indices == &[0, 1, 2])
+        );
+        assert!(matches!(
+            &actions[1],
+            Action::Assign {
+                generation: NOW,
+                handler: Some(_),
+                ..
+            }
+        ));
         assert_eq!(actions.len(), 2);
         apply(&mut published, &actions, key);
-        assert!(diff(&plan, &published, key, NOW + 5).is_empty(), "converged");
+        assert!(
+            diff(&plan, &published, key, NOW + 5).is_empty(),
+            "converged"
+        );
     }
 
     #[test]
@@ -267,21 +277,36 @@ mod tests {
         step(&mut published, &plan_of(&[("edge-a", &v1)]), key, NOW);
         // The clock went backwards: the generation still increases.
         let actions = diff(&plan_of(&[("edge-a", &v2)]), &published, key, NOW - 500);
-        assert!(matches!(&actions[0], Action::PublishChunks { manifest, .. } if manifest.version == "2.0.0"));
+        assert!(
+            matches!(&actions[0], Action::PublishChunks { manifest, .. } if manifest.version == "2.0.0")
+        );
         assert!(matches!(&actions[1], Action::Assign { generation, .. } if *generation == NOW + 1));
-        assert!(matches!(&actions[2], Action::RemoveChunks { module, indices } if *module == v1.module.sha256 && indices == &[0, 1]));
+        assert!(
+            matches!(&actions[2], Action::RemoveChunks { module, indices } if *module == v1.module.sha256 && indices == &[0, 1])
+        );
         apply(&mut published, &actions, key);
-        assert_eq!(published.chunks.keys().collect::<Vec<_>>(), vec![&v2.module.sha256]);
+        assert_eq!(
+            published.chunks.keys().collect::<Vec<_>>(),
+            vec![&v2.module.sha256]
+        );
     }
 
     #[test]
     fn an_unselected_node_is_withdrawn_but_a_held_class_or_cordoned_node_keeps_its_handler() {
         let (key, v1) = (key(), handler("1.0.0", 100));
         let mut published = Published::default();
-        step(&mut published, &plan_of(&[("edge-a", &v1), ("edge-b", &v1)]), key, NOW);
+        step(
+            &mut published,
+            &plan_of(&[("edge-a", &v1), ("edge-b", &v1)]),
+            key,
+            NOW,
+        );
         let mut plan = plan_of(&[("edge-a", &v1)]);
         plan.cordoned.insert(NodeId::new("edge-b").unwrap());
-        assert!(diff(&plan, &published, key, NOW).is_empty(), "cordoned keeps");
+        assert!(
+            diff(&plan, &published, key, NOW).is_empty(),
+            "cordoned keeps"
+        );
 
         let mut held = Plan::default();
         held.held.insert(ClassId::new("thermo").unwrap());
@@ -289,12 +314,16 @@ mod tests {
 
         let actions = diff(&plan_of(&[("edge-a", &v1)]), &published, key, NOW);
         assert_eq!(actions.len(), 1);
-        assert!(matches!(&actions[0], Action::Assign { node, handler: None, .. } if node.as_str() == "edge-b"));
+        assert!(
+            matches!(&actions[0], Action::Assign { node, handler: None, .. } if node.as_str() == "edge-b")
+        );
         apply(&mut published, &actions, key);
         assert!(diff(&plan_of(&[("edge-a", &v1)]), &published, key, NOW).is_empty());
 
         let actions = diff(&Plan::default(), &published, key, NOW);
-        assert!(matches!(&actions[0], Action::Assign { node, handler: None, .. } if node.as_str() == "edge-a"));
+        assert!(
+            matches!(&actions[0], Action::Assign { node, handler: None, .. } if node.as_str() == "edge-a")
+        );
         assert!(matches!(&actions[1], Action::RemoveChunks { .. }));
     }
 
@@ -306,7 +335,11 @@ mod tests {
         step(&mut published, &plan, old, NOW);
         published.assignments.insert(
             target("edge-z"),
-            PublishedAssignment { generation: 3, key: old, handler: None },
+            PublishedAssignment {
+                generation: 3,
+                key: old,
+                handler: None,
+            },
         );
         let actions = diff(&plan, &published, new, NOW + 1);
         let assigns: Vec<_> = actions
@@ -317,7 +350,11 @@ mod tests {
             })
             .collect();
         assert_eq!(assigns, vec![("edge-a", true), ("edge-z", false)]);
-        assert!(!actions.iter().any(|a| matches!(a, Action::PublishChunks { .. })));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::PublishChunks { .. }))
+        );
     }
 
     #[test]

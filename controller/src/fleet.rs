@@ -56,6 +56,8 @@ pub struct Module {
 pub enum Resolution {
     /// Not pulled yet (or being pulled).
     Pending,
+    /// Could not be fetched (a registry or file that cannot be read); tried again.
+    Unavailable(Problem),
     /// Pulled, verified, admitted; its chunks can be published.
     Ready(ReadyModule),
     /// It must never reach a node.
@@ -216,10 +218,22 @@ fn class_handler(
                 format!("HandlerModule {} is being pulled", spec.module),
             ));
         }
+        Resolution::Unavailable(problem) => {
+            return Err(Problem::new(
+                "ModuleUnavailable",
+                format!(
+                    "HandlerModule {} cannot be fetched: {}",
+                    spec.module, problem.message
+                ),
+            ));
+        }
         Resolution::Refused(problem) => {
             return Err(Problem::new(
                 "ModuleRefused",
-                format!("HandlerModule {} is refused: {}", spec.module, problem.message),
+                format!(
+                    "HandlerModule {} is refused: {}",
+                    spec.module, problem.message
+                ),
             ));
         }
     };
@@ -299,7 +313,10 @@ mod tests {
                 spec: HandlerModuleSpec {
                     module: "thermostat".into(),
                     version: version.into(),
-                    image: Some(format!("registry.local/thermostat@sha256:{}", "a".repeat(64))),
+                    image: Some(format!(
+                        "registry.local/thermostat@sha256:{}",
+                        "a".repeat(64)
+                    )),
                     file: None,
                     sha256: None,
                     abi_version: 1,
@@ -352,7 +369,8 @@ mod tests {
 
     fn fleet() -> Declared {
         let mut d = Declared::default();
-        d.modules.extend([module("thermostat-1", "1.0.0", ready("1.0.0"))]);
+        d.modules
+            .extend([module("thermostat-1", "1.0.0", ready("1.0.0"))]);
         d.classes.insert(
             "thermo".into(),
             class("thermostat-1", selector(&[("site", "a")])),
@@ -408,7 +426,10 @@ mod tests {
             let plan = plan(&d);
             assert!(plan.handlers.is_empty());
             assert!(plan.held.contains(&ClassId::new("thermo").unwrap()));
-            assert_eq!(plan.classes["thermo"].problem.as_ref().unwrap().reason, reason);
+            assert_eq!(
+                plan.classes["thermo"].problem.as_ref().unwrap().reason,
+                reason
+            );
         }
         let mut d = fleet();
         d.classes.get_mut("thermo").unwrap().spec.module = "missing".into();
@@ -421,20 +442,29 @@ mod tests {
     #[test]
     fn class_limits_are_checked_against_the_module() {
         let mut d = fleet();
-        d.classes.get_mut("thermo").unwrap().spec.limits.max_module_bytes = Some(1);
+        d.classes
+            .get_mut("thermo")
+            .unwrap()
+            .spec
+            .limits
+            .max_module_bytes = Some(1);
         assert_eq!(
             plan(&d).classes["thermo"].problem.as_ref().unwrap().reason,
             "ModuleTooLarge"
         );
         let mut d = fleet();
-        d.classes.get_mut("thermo").unwrap().spec.limits.time_budget_ms = Some(0);
+        d.classes
+            .get_mut("thermo")
+            .unwrap()
+            .spec
+            .limits
+            .time_budget_ms = Some(0);
         assert_eq!(
             plan(&d).classes["thermo"].problem.as_ref().unwrap().reason,
             "InvalidLimits"
         );
         let mut d = fleet();
-        if let Resolution::Ready(ready) =
-            &mut d.modules.get_mut("thermostat-1").unwrap().resolution
+        if let Resolution::Ready(ready) = &mut d.modules.get_mut("thermostat-1").unwrap().resolution
         {
             ready.min_memory_pages = 17;
         }
@@ -457,7 +487,10 @@ mod tests {
         let c = d.classes.remove("thermo").unwrap();
         d.classes.insert("a/b".into(), c);
         let plan = plan(&d);
-        assert_eq!(plan.classes["a/b"].problem.as_ref().unwrap().reason, "InvalidName");
+        assert_eq!(
+            plan.classes["a/b"].problem.as_ref().unwrap().reason,
+            "InvalidName"
+        );
         assert!(plan.handlers.is_empty());
     }
 

@@ -1,7 +1,11 @@
 //! The cloud controller (being built, issue 11).
 
+pub mod cloud;
 pub mod crds;
 pub mod distribution;
 pub mod fleet;
+pub mod modules;
+pub mod objects;
 mod oci;
 pub mod resources;
+pub mod status;
