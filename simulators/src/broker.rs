@@ -27,7 +27,8 @@
 //! allow_anonymous true                      [plain] | false [mutual TLS]
 //! [acl_file {dir}/acl]                      (when an ACL is given)
 //! listener {port} 127.0.0.1
-//! [cafile {dir}/server-ca.crt               (mutual TLS only)
+//! [cafile {dir}/server-ca.crt               (mutual TLS only; the files come from the authority,
+//!                                            or are copies of BrokerOptions::mutual_tls_files')
 //!  certfile {dir}/server.crt
 //!  keyfile {dir}/server.key
 //!  require_certificate true
@@ -212,6 +213,11 @@ pub enum BrokerError {
     /// Certificates for the broker or a client could not be made.
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// Client options were asked of a broker whose TLS comes from files, not from an authority.
+    #[error(
+        "this broker's TLS comes from files (BrokerOptions::mutual_tls_files): build clients with TlsFiles::client_config and Broker::host/port"
+    )]
+    NoAuthority,
     /// A client identity was given for a broker without TLS.
     #[error("this broker is plain TCP: client certificates need a broker made with mutual_tls")]
     NotTls,
@@ -278,6 +284,7 @@ impl Shipped {
 #[derive(Clone, Debug, Default)]
 pub struct BrokerOptions {
     tls: Option<Arc<Authority>>,
+    tls_files: Option<TlsFiles>,
     acl: Option<String>,
     shipped: Option<Shipped>,
 }
@@ -305,7 +312,37 @@ impl BrokerOptions {
             tls: Some(authority),
             acl: Some(shipped.acl()),
             shipped: Some(shipped),
+            ..Self::default()
         }
+    }
+
+    /// Mutual TLS from PEM files (e.g. a development PKI made by `edgefleet certs`) instead of a
+    /// test-time authority: the broker presents `files.cert_file` and `files.key_file` and accepts
+    /// client certificates that chain to a CA in `files.ca_file` (its `cafile`). The files are
+    /// copied into the broker's directory. The certificate must name `127.0.0.1`, which clients
+    /// dial. Clients build their TLS configuration themselves ([`TlsFiles::client_config`]) for
+    /// [`Broker::host`] and [`Broker::port`]; [`Broker::mqtt_options`] refuses
+    /// ([`BrokerError::NoAuthority`]).
+    pub fn mutual_tls_files(files: TlsFiles) -> Self {
+        Self {
+            tls_files: Some(files),
+            ..Self::default()
+        }
+    }
+
+    /// The shipped configuration and access rules of `shipped`, with mutual TLS from files as in
+    /// [`BrokerOptions::mutual_tls_files`].
+    pub fn shipped_with_files(files: TlsFiles, shipped: Shipped) -> Self {
+        Self {
+            tls_files: Some(files),
+            acl: Some(shipped.acl()),
+            shipped: Some(shipped),
+            ..Self::default()
+        }
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls.is_some() || self.tls_files.is_some()
     }
 
     /// Restricts clients by a mosquitto ACL file with these contents (`pattern read ef/v1/node/%u/#`,
@@ -355,6 +392,17 @@ impl Broker {
         if let Some(authority) = &options.tls {
             let server = authority.server_cert(&["localhost", "127.0.0.1"])?;
             TlsFiles::write(dir.path(), "server", authority, &server)?;
+        }
+        if let Some(files) = &options.tls_files {
+            // As TlsFiles::write names them; fs::copy keeps the key's mode.
+            for (from, name) in [
+                (&files.ca_file, "server-ca.crt"),
+                (&files.cert_file, "server.crt"),
+                (&files.key_file, "server.key"),
+            ] {
+                let to = dir.path().join(name);
+                fs::copy(from, &to).map_err(io_error(from))?;
+            }
         }
         if let Some(rules) = &options.acl {
             write(&dir.path().join("acl"), rules)?;
@@ -491,6 +539,7 @@ impl Broker {
     /// [`client`] so TCP_NODELAY is set too.
     pub fn mqtt_options(&self, client_id: &str) -> Result<MqttOptions, BrokerError> {
         match &self.options.tls {
+            None if self.options.tls_files.is_some() => Err(BrokerError::NoAuthority),
             None => Ok(self.base_options(client_id)),
             Some(authority) => {
                 let identity = authority.client_cert(client_id)?;
@@ -507,7 +556,15 @@ impl Broker {
         client_id: &str,
         identity: &Identity,
     ) -> Result<MqttOptions, BrokerError> {
-        let authority = self.options.tls.as_ref().ok_or(BrokerError::NotTls)?;
+        let authority = self
+            .options
+            .tls
+            .as_ref()
+            .ok_or(if self.options.tls_files.is_some() {
+                BrokerError::NoAuthority
+            } else {
+                BrokerError::NotTls
+            })?;
         let config = pki::client_config(authority, identity)?;
         let mut options = self.base_options(client_id);
         options.set_transport(Transport::tls_with_config(config.into()));
@@ -614,14 +671,14 @@ impl Broker {
              log_timestamp_format %Y-%m-%dT%H:%M:%S\n\
              connection_messages true\n\
              allow_anonymous {anonymous}\n",
-            anonymous = self.options.tls.is_none(),
+            anonymous = !self.options.is_tls(),
         );
         if self.options.acl.is_some() {
             config.push_str(&format!("acl_file {dir}/acl\n"));
         }
         config.push_str(&format!("listener {} {HOST}\n", self.port));
-        if self.options.tls.is_some() {
-            // Written by `with_options` (TlsFiles::write with stem "server").
+        if self.options.is_tls() {
+            // Written by `with_options` (TlsFiles::write with stem "server", or copied).
             config.push_str(&format!(
                 "cafile {dir}/server-ca.crt\n\
                  certfile {dir}/server.crt\n\
