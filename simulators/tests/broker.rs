@@ -1,7 +1,7 @@
 //! The broker harness against a real mosquitto with real TLS: mutual TLS round trip (and its
 //! latency, which catches a missing TCP_NODELAY), refused client certificates, plain TCP, ACLs,
-//! persistent sessions across an offline period and a broker restart, and the errors for a broker
-//! that cannot start. Every MQTT wait is bounded by [`STEP`], the broker's own waits by its timeouts.
+//! persistent sessions across an offline period and a broker restart, a broker on the PEM files of
+//! a fleet PKI, and the errors for a broker that cannot start. Every MQTT wait is bounded by [`STEP`], the broker's own waits by its timeouts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -333,4 +333,45 @@ fn restart_reports_a_port_taken_meanwhile_and_recovers() {
     drop(squatter);
     broker.start().unwrap();
     assert!(broker.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_from_files_of_a_fleet_pki() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fleet, _) = pki::FleetPki::init(dir.path(), pki::Validity::ca()).unwrap();
+    let leaf = pki::Validity::leaf();
+    let server = fleet
+        .issue_broker(&["127.0.0.1"], None, leaf, false)
+        .unwrap();
+    let node = fleet
+        .issue_node(&"node-1".parse().unwrap(), leaf, false)
+        .unwrap();
+    let device = fleet
+        .issue_device(&"t-1".parse().unwrap(), leaf, false)
+        .unwrap();
+    let broker = Broker::with_options(BrokerOptions::mutual_tls_files(
+        fleet.broker_tls_files(&server, pki::BrokerKind::Cloud),
+    ))
+    .unwrap();
+    assert!(broker.authority().is_none());
+    assert!(matches!(
+        broker.mqtt_options("x"),
+        Err(edgefleet_simulators::BrokerError::NoAuthority)
+    ));
+
+    let options = |id: &str, files: pki::TlsFiles| {
+        let mut options = MqttOptions::new(id, broker.host(), broker.port());
+        options.set_transport(Transport::tls_with_config(
+            files.client_config().unwrap().into(),
+        ));
+        options
+    };
+    let mut client = start(options("node-1", fleet.client_tls_files(&node)));
+    client.connected().await;
+    client.disconnect().await;
+    // Its cafile is the node CA: a device certificate is refused.
+    let error = start(options("t-1", fleet.client_tls_files(&device)))
+        .refused()
+        .await;
+    assert!(error.to_string().contains("UnknownCA"), "{error}");
 }
