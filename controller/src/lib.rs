@@ -6,6 +6,6 @@ pub mod distribution;
 pub mod fleet;
 pub mod modules;
 pub mod objects;
-mod oci;
+pub mod oci;
 pub mod resources;
 pub mod status;
