@@ -4,6 +4,7 @@ pub mod cloud;
 pub mod crds;
 pub mod distribution;
 pub mod fleet;
+pub mod ingest;
 pub mod modules;
 pub mod objects;
 pub mod oci;
