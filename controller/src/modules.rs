@@ -159,7 +159,11 @@ pub fn resolve_file(
     let path = base_dir.join(file);
     let bytes = match read_capped(&path) {
         Ok(bytes) => bytes,
-        Err(resolution) => return (resolution, None),
+        // Too large is the module's fault; unreadable may pass (the file is being written).
+        Err(problem) if problem.reason == "TooLarge" => {
+            return (Resolution::Refused(problem), None);
+        }
+        Err(problem) => return (Resolution::Unavailable(problem), None),
     };
     match admit(spec, &bytes, blobs) {
         Ok((ready, summary)) => (Resolution::Ready(ready), Some(summary)),
@@ -167,20 +171,20 @@ pub fn resolve_file(
     }
 }
 
-/// The file's bytes; a file that cannot be read may be tried again, one too large is refused.
-fn read_capped(path: &Path) -> Result<Vec<u8>, Resolution> {
+/// The file's bytes, unless it cannot be read or is larger than any module may be.
+fn read_capped(path: &Path) -> Result<Vec<u8>, Problem> {
     let unreadable = |e: std::io::Error| {
-        Resolution::Unavailable(Problem::new(
+        Problem::new(
             "FileUnreadable",
             format!("cannot read {}: {e}", path.display()),
-        ))
+        )
     };
     let len = std::fs::metadata(path).map_err(unreadable)?.len();
     if len > MAX_MODULE_BYTES {
-        return Err(Resolution::Refused(Problem::new(
+        return Err(Problem::new(
             "TooLarge",
             format!("{} is {len} bytes, over {MAX_MODULE_BYTES}", path.display()),
-        )));
+        ));
     }
     std::fs::read(path).map_err(unreadable)
 }

@@ -113,6 +113,7 @@ pub fn add_documents(objects: &mut Objects, text: &str) -> Result<(), String> {
             ));
         }
         let name = document.metadata.name;
+        check_name(&name)?;
         let labels = document.metadata.labels;
         let spec = document.spec;
         let bad = |e: serde_json::Error| format!("{} {name}: bad spec: {e}", document.kind);
@@ -141,6 +142,27 @@ pub fn add_documents(objects: &mut Objects, text: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Object names follow Kubernetes' rule for these kinds (a DNS subdomain: lower-case letters,
+/// digits, `-` and `.`, at most 253 characters); they also name files of the local store.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "metadata.name {:?} is not a valid name: lower-case letters, digits, '-' and '.', \
+             starting and ending with a letter or digit, at most 253 characters",
+            name.chars().take(80).collect::<String>()
+        ))
+    }
 }
 
 fn declared<T>(spec: T, labels: Labels) -> Declared<T> {
@@ -213,8 +235,14 @@ metadata:
             "apiVersion: edgefleet.dev/v1alpha1\nkind: DeviceClass\nmetadata: {name: x}\nspec: {limits: {}}\n",
         )
         .unwrap();
+        std::fs::write(
+            dir.path().join("e.yaml"),
+            "apiVersion: edgefleet.dev/v1alpha1\nkind: EdgeNode\nmetadata: {name: ../../etc}\n",
+        )
+        .unwrap();
         let objects = read_folder(dir.path());
-        assert_eq!(objects.errors.len(), 3, "{:?}", objects.errors);
+        assert_eq!(objects.errors.len(), 4, "{:?}", objects.errors);
+        assert!(objects.errors[3].contains("not a valid name"));
         assert!(objects.errors[0].contains("b.yaml"));
         assert!(objects.errors[1].contains("apiVersion"));
         assert!(

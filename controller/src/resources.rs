@@ -11,6 +11,10 @@
 //! when it reconciles (`fleet`), because standalone mode has no API server to do it and because an
 //! object may predate a stricter CRD.
 
+// kube-derive's repeated `printcolumn(type_ = …)` arguments look like duplicated attributes to
+// clippy; they are one column each.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};

@@ -238,7 +238,7 @@ mod tests {
             "Pulling",
             "",
             Some(1),
-            &[first.clone()],
+            std::slice::from_ref(&first),
             99_000,
         );
         assert_eq!(same, first);

@@ -133,9 +133,13 @@ impl ClassTable {
         expected.contains(class)
     }
 
-    /// Stops serving a class.
+    /// Stops serving a class; its report goes too (status leaves withdrawn classes out).
     pub fn remove(&self, class: &ClassId) -> Option<Arc<ActiveClass>> {
         self.expected
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(class);
+        self.reports
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(class);

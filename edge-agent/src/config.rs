@@ -84,48 +84,7 @@ struct FileConfig {
     outbox_max_bytes: Option<u64>,
 }
 
-/// A broker to connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-impl BrokerUrl {
-    /// Parses `mqtts://host[:port]` (default port 8883) or `mqtt://host[:port]` (1883).
-    pub fn parse(url: &str) -> Result<BrokerUrl, ConfigError> {
-        let bad = |why: &str| ConfigError::BrokerUrl {
-            url: url.to_string(),
-            why: why.to_string(),
-        };
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(bad(
-                "it must start with mqtts:// (TLS) or mqtt:// (plain TCP)",
-            ));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => (
-                host,
-                port.parse().map_err(|_| bad("the port is not a number"))?,
-            ),
-            None => (rest, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() {
-            return Err(bad("it names no host"));
-        }
-        Ok(BrokerUrl {
-            host: host.to_string(),
-            port,
-            tls,
-        })
-    }
-}
+pub use edgefleet_protocol::tls::BrokerUrl;
 
 /// Client certificate and trust for mutual TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,8 +135,8 @@ pub enum ConfigError {
         env: &'static str,
         key: &'static str,
     },
-    #[error("broker URL {url:?} is not valid: {why}")]
-    BrokerUrl { url: String, why: String },
+    #[error(transparent)]
+    BrokerUrl(#[from] edgefleet_protocol::tls::BrokerUrlError),
     #[error("node name {name:?} is not valid: {why}")]
     NodeName { name: String, why: String },
     #[error("a broker uses TLS (mqtts://) but {what} is not set: use --{flag} or EDGEFLEET_{env}")]

@@ -83,6 +83,62 @@ fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'st
     Ok(certs)
 }
 
+/// A broker to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `mqtts://`: TLS.
+    pub tls: bool,
+}
+
+impl BrokerUrl {
+    /// Parses `mqtts://host[:port]` (default port 8883) or `mqtt://host[:port]` (1883).
+    pub fn parse(url: &str) -> Result<BrokerUrl, BrokerUrlError> {
+        let bad = |why: &str| BrokerUrlError {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(bad(
+                "it must start with mqtts:// (TLS) or mqtt:// (plain TCP)",
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse().map_err(|_| bad("the port is not a number"))?,
+            ),
+            None => (rest, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() {
+            return Err(bad("it names no host"));
+        }
+        Ok(BrokerUrl {
+            host: host.to_string(),
+            port,
+            tls,
+        })
+    }
+}
+
+/// A broker URL that is not `mqtts://host[:port]` or `mqtt://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("broker URL {url:?} is not valid: {why}")]
+pub struct BrokerUrlError {
+    /// The URL given.
+    pub url: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,692 @@
+//! The controller's loop: one task that owns the fleet's state and turns every change — an object
+//! declared or changed, a module resolved, a node's status, what the broker holds — into the same
+//! level-triggered round: plan (`fleet`), diff against what is published (`distribution`),
+//! publish, and write the status that changed (`status`, `ingest`).
+//!
+//! Where objects come from (Kubernetes watches or a folder) and where status goes (the API server
+//! or the local store) are the only differences between the cluster and standalone modes: both
+//! hand this loop a `watch` of [`Objects`] and a [`Sink`].
+//!
+//! Nothing is published before the cloud link has replayed what the broker holds (`Synced`), and
+//! only while this replica leads (`leading`): a follower ingests nothing and publishes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgefleet_protocol::{Assignment, ClassId, NodeId, NodeStatus, SigningKey, TrustAnchor};
+use tokio::sync::{mpsc, watch};
+
+use crate::cloud::{Cloud, FromCloud};
+use crate::distribution::{self, Action, Published, PublishedAssignment};
+use crate::fleet::{self, Class, Declared, Module, Node, Resolution};
+use crate::ingest::{NodeTable, WritePolicy};
+use crate::metrics::Metrics;
+use crate::modules::{self, Blobs};
+use crate::objects::Objects;
+use crate::resources::{DeviceClassStatus, HandlerModuleSpec, HandlerModuleStatus};
+use crate::sink::{Sink, SinkError};
+use crate::status;
+
+/// What the loop needs besides its inputs.
+pub struct Settings {
+    /// The key assignments are signed with.
+    pub key: SigningKey,
+    /// The blob store.
+    pub blobs: Blobs,
+    /// Where `file:` module paths are relative to (the objects folder in standalone mode).
+    pub files_dir: Option<PathBuf>,
+    /// Fetches `image:` modules.
+    pub registry: Option<Arc<crate::oci::Registry>>,
+    /// How status writes are paced.
+    pub write_policy: WritePolicy,
+}
+
+/// What the loop reports to readiness.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The cloud link has replayed what the broker holds.
+    pub synced: bool,
+    /// When the loop last went round, ms since the UNIX epoch.
+    pub last_round_ms: u64,
+}
+
+struct ModuleEntry {
+    spec: HandlerModuleSpec,
+    resolution: Resolution,
+    admission: Option<String>,
+    /// When to try an unavailable module again, ms since the UNIX epoch.
+    retry_at_ms: u64,
+    retry_delay_ms: u64,
+    resolving: bool,
+}
+
+/// A module resolution finished (in a task of its own).
+struct Resolved {
+    name: String,
+    spec: HandlerModuleSpec,
+    resolution: Resolution,
+    admission: Option<String>,
+}
+
+/// The loop's state.
+pub struct Controller {
+    settings: Settings,
+    objects: Objects,
+    modules: BTreeMap<String, ModuleEntry>,
+    published: Published,
+    synced: bool,
+    nodes: NodeTable,
+    module_status: BTreeMap<String, HandlerModuleStatus>,
+    class_status: BTreeMap<String, DeviceClassStatus>,
+    dirty: bool,
+    metrics: Arc<Metrics>,
+    progress: watch::Sender<Progress>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Controller {
+    /// A controller that has seen nothing yet.
+    pub fn new(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> (Controller, watch::Receiver<Progress>) {
+        let (progress, progress_rx) = watch::channel(Progress::default());
+        let nodes = NodeTable::new(settings.write_policy.clone());
+        (
+            Controller {
+                settings,
+                objects: Objects::default(),
+                modules: BTreeMap::new(),
+                published: Published::default(),
+                synced: false,
+                nodes,
+                module_status: BTreeMap::new(),
+                class_status: BTreeMap::new(),
+                dirty: true,
+                metrics,
+                progress,
+            },
+            progress_rx,
+        )
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(
+        mut self,
+        cloud: Cloud,
+        mut from_cloud: mpsc::Receiver<FromCloud>,
+        mut objects: watch::Receiver<Objects>,
+        sink: Sink,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let (resolved_tx, mut resolved_rx) = mpsc::channel::<Resolved>(64);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.objects = objects.borrow_and_update().clone();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                changed = objects.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.objects = objects.borrow_and_update().clone();
+                    self.dirty = true;
+                }
+                message = from_cloud.recv() => {
+                    let Some(message) = message else { break };
+                    self.observe_cloud(message);
+                    // Take whatever else is already waiting before planning again.
+                    while let Ok(message) = from_cloud.try_recv() {
+                        self.observe_cloud(message);
+                    }
+                }
+                Some(resolved) = resolved_rx.recv() => self.resolved(resolved),
+                _ = tick.tick() => {
+                    self.write_status(&sink).await;
+                    let _ = self.progress.send(Progress {
+                        synced: self.synced,
+                        last_round_ms: now_ms(),
+                    });
+                }
+            }
+            self.resolve_modules(&resolved_tx);
+            if self.dirty && self.synced {
+                self.dirty = false;
+                self.distribute(&cloud).await;
+            }
+        }
+        cloud.disconnect().await;
+    }
+
+    fn observe_cloud(&mut self, message: FromCloud) {
+        let now = now_ms();
+        match message {
+            FromCloud::Connected => {
+                self.synced = false;
+                self.published = Published::default();
+            }
+            FromCloud::Synced => {
+                tracing::info!(
+                    assignments = self.published.assignments.len(),
+                    modules = self.published.chunks.len(),
+                    "cloud broker replayed what it holds"
+                );
+                self.synced = true;
+                self.dirty = true;
+            }
+            FromCloud::Lost(reason) => {
+                tracing::warn!(%reason, "cloud broker connection lost");
+                self.synced = false;
+            }
+            FromCloud::Status(status) => {
+                self.nodes.observe_status(*status, now);
+                self.dirty = true;
+            }
+            FromCloud::Event(event) => {
+                self.metrics.node_events.inc();
+                if let Some(event) = self.nodes.observe_event(*event, now) {
+                    tracing::info!(node = %event.node, kind = event.kind.as_str(), detail = %event.detail, "node event");
+                }
+            }
+            FromCloud::Assignment {
+                node,
+                class,
+                assignment,
+            } => {
+                let target = (node, class);
+                match assignment {
+                    None => {
+                        self.published.assignments.remove(&target);
+                    }
+                    Some(signed) => {
+                        if let Some(published) = self.read_back(&signed) {
+                            self.published.assignments.insert(target, published);
+                        }
+                    }
+                }
+                // Only an assignment changed behind our back needs a new round; our own come
+                // back equal to what `record` already noted.
+            }
+            FromCloud::Chunk {
+                module,
+                index,
+                digest,
+            } => {
+                let chunks = self.published.chunks.entry(module).or_default();
+                match digest {
+                    Some(digest) => {
+                        chunks.insert(index, digest);
+                    }
+                    None => {
+                        chunks.remove(&index);
+                        if chunks.is_empty() {
+                            self.published.chunks.remove(&module);
+                        }
+                    }
+                }
+            }
+            FromCloud::Refused { topic, reason } => {
+                self.metrics.refused_messages.inc();
+                tracing::debug!(%topic, %reason, "undecodable message from the cloud broker");
+            }
+        }
+    }
+
+    /// What a retained assignment read back says. One this controller's key cannot verify (an old
+    /// key, or damage) is recorded under an unknown key id, so the next round re-signs it.
+    fn read_back(
+        &self,
+        signed: &edgefleet_protocol::Signed<Assignment>,
+    ) -> Option<PublishedAssignment> {
+        let mut anchor = TrustAnchor::new();
+        anchor.insert(self.settings.key.verifying_key());
+        match signed.verify(&anchor) {
+            Ok(assignment) => Some(PublishedAssignment {
+                generation: assignment.generation,
+                key: signed.key_id(),
+                handler: assignment.handler,
+            }),
+            Err(_) => {
+                let assignment: Assignment = edgefleet_protocol::codec::decode(
+                    signed.payload(),
+                    <Assignment as edgefleet_protocol::SignedKind>::MAX_PAYLOAD_LEN,
+                )
+                .ok()?;
+                Some(PublishedAssignment {
+                    generation: assignment.generation,
+                    key: edgefleet_protocol::KeyId::of_public_key(&[0; 32]),
+                    handler: assignment.handler,
+                })
+            }
+        }
+    }
+
+    /// Starts resolving every module that is new, changed, or due for another try.
+    fn resolve_modules(&mut self, done: &mpsc::Sender<Resolved>) {
+        let now = now_ms();
+        self.modules
+            .retain(|name, _| self.objects.modules.contains_key(name));
+        for (name, declared) in &self.objects.modules {
+            let entry = self
+                .modules
+                .entry(name.clone())
+                .or_insert_with(|| ModuleEntry {
+                    spec: declared.spec.clone(),
+                    resolution: Resolution::Pending,
+                    admission: None,
+                    retry_at_ms: 0,
+                    retry_delay_ms: 1000,
+                    resolving: false,
+                });
+            if entry.spec != declared.spec {
+                *entry = ModuleEntry {
+                    spec: declared.spec.clone(),
+                    resolution: Resolution::Pending,
+                    admission: None,
+                    retry_at_ms: 0,
+                    retry_delay_ms: 1000,
+                    resolving: false,
+                };
+            }
+            let due = match &entry.resolution {
+                Resolution::Pending | Resolution::Unavailable(_) => entry.retry_at_ms <= now,
+                // A file may be rebuilt under the same name (development): read it again when
+                // the folder changes.
+                Resolution::Ready(_) | Resolution::Refused(_) => {
+                    entry.spec.file.is_some() && self.dirty && entry.retry_at_ms <= now
+                }
+            };
+            if !due || entry.resolving {
+                continue;
+            }
+            entry.resolving = true;
+            let spec = entry.spec.clone();
+            let name = name.clone();
+            let blobs = self.settings.blobs.clone();
+            let files_dir = self.settings.files_dir.clone();
+            let registry = self.settings.registry.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let (resolution, admission) = resolve(&spec, files_dir, registry, blobs).await;
+                let _ = done
+                    .send(Resolved {
+                        name,
+                        spec,
+                        resolution,
+                        admission,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    fn resolved(&mut self, resolved: Resolved) {
+        let Some(entry) = self.modules.get_mut(&resolved.name) else {
+            return;
+        };
+        entry.resolving = false;
+        if entry.spec != resolved.spec {
+            return;
+        }
+        let now = now_ms();
+        match &resolved.resolution {
+            Resolution::Unavailable(problem) => {
+                entry.retry_at_ms = now + entry.retry_delay_ms;
+                entry.retry_delay_ms = (entry.retry_delay_ms * 2).min(300_000);
+                tracing::warn!(module = %resolved.name, reason = problem.reason, message = %problem.message, "module unavailable, trying again");
+            }
+            Resolution::Refused(problem) => {
+                // Files are looked at again on the next folder change, at most every 2 s.
+                entry.retry_at_ms = now + 2000;
+                tracing::warn!(module = %resolved.name, reason = problem.reason, message = %problem.message, "module refused");
+            }
+            Resolution::Ready(ready) => {
+                entry.retry_at_ms = now + 2000;
+                entry.retry_delay_ms = 1000;
+                tracing::info!(module = %resolved.name, sha256 = %ready.manifest.sha256, "module ready");
+            }
+            Resolution::Pending => {}
+        }
+        if entry.resolution != resolved.resolution {
+            entry.resolution = resolved.resolution;
+            entry.admission = resolved.admission;
+            self.dirty = true;
+        }
+    }
+
+    /// The declared fleet as planning sees it.
+    fn declared(&self) -> Declared {
+        let mut declared = Declared::default();
+        for (name, entry) in &self.modules {
+            declared.modules.insert(
+                name.clone(),
+                Module {
+                    spec: entry.spec.clone(),
+                    resolution: entry.resolution.clone(),
+                },
+            );
+        }
+        for (name, class) in &self.objects.classes {
+            declared.classes.insert(
+                name.clone(),
+                Class {
+                    spec: class.spec.clone(),
+                },
+            );
+        }
+        let names: BTreeSet<String> = self
+            .objects
+            .edge_nodes
+            .keys()
+            .cloned()
+            .chain(self.nodes.reports().map(|(id, _)| id.to_string()))
+            .collect();
+        for name in names {
+            let Ok(id) = NodeId::new(name.as_str()) else {
+                continue;
+            };
+            let mut labels = self
+                .objects
+                .node_labels
+                .get(&name)
+                .cloned()
+                .unwrap_or_default();
+            let edge_node = self.objects.edge_nodes.get(&name);
+            if let Some(edge_node) = edge_node {
+                labels.extend(edge_node.labels.clone());
+            }
+            declared.nodes.insert(
+                id,
+                Node {
+                    labels,
+                    cordoned: edge_node.is_some_and(|n| n.spec.cordoned),
+                },
+            );
+        }
+        declared
+    }
+
+    /// One round: plan, diff, publish.
+    async fn distribute(&mut self, cloud: &Cloud) {
+        let started = std::time::Instant::now();
+        let declared = self.declared();
+        let plan = fleet::plan(&declared);
+        let key = self.settings.key.key_id();
+        let now = now_ms();
+        let actions = distribution::diff(&plan, &self.published, key, now);
+        for action in &actions {
+            match self.carry_out(cloud, action, now).await {
+                Ok(()) => distribution::record(&mut self.published, action, key),
+                Err(e) => {
+                    tracing::warn!(error = %e, "publication failed; the next round retries");
+                    self.dirty = true;
+                    break;
+                }
+            }
+        }
+        if !actions.is_empty() {
+            tracing::info!(actions = actions.len(), "published");
+        }
+        // Blobs neither planned nor published are no longer needed here.
+        let mut keep = distribution::referenced_modules(&self.published);
+        for entry in self.modules.values() {
+            if let Resolution::Ready(ready) = &entry.resolution {
+                keep.insert(ready.manifest.sha256);
+            }
+        }
+        self.settings.blobs.retain(&keep);
+        self.metrics.observe_round(started.elapsed(), actions.len());
+        self.plan_status(&plan, now);
+    }
+
+    async fn carry_out(&mut self, cloud: &Cloud, action: &Action, now: u64) -> Result<(), String> {
+        match action {
+            Action::PublishChunks { manifest, indices } => {
+                let Some(blob) = self.settings.blobs.get(&manifest.sha256) else {
+                    // Gone from the store: resolve the module again.
+                    for entry in self.modules.values_mut() {
+                        if matches!(&entry.resolution, Resolution::Ready(r) if r.manifest.sha256 == manifest.sha256)
+                        {
+                            entry.resolution = Resolution::Pending;
+                        }
+                    }
+                    return Err(format!(
+                        "module blob {} missing from the store",
+                        manifest.sha256
+                    ));
+                };
+                for &index in indices {
+                    let start = index as usize * manifest.chunk_size as usize;
+                    let end = (start + manifest.chunk_size as usize).min(blob.len());
+                    let topic = edgefleet_protocol::topic::Topic::ModuleChunk {
+                        module: manifest.sha256,
+                        index,
+                    };
+                    cloud
+                        .publish_retained(topic.to_string(), blob[start..end].to_vec())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.metrics.chunks_published.inc();
+                }
+                Ok(())
+            }
+            Action::Assign {
+                node,
+                class,
+                generation,
+                handler,
+            } => {
+                let assignment = Assignment {
+                    node: node.clone(),
+                    class: class.clone(),
+                    generation: *generation,
+                    issued_at_ms: now,
+                    rollout: None,
+                    handler: handler.clone(),
+                };
+                assignment.validate().map_err(|e| e.to_string())?;
+                let signed = self.settings.key.sign(&assignment);
+                cloud
+                    .publish_retained(assignment.topic().to_string(), signed.encode())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let kind = if handler.is_some() {
+                    "assign"
+                } else {
+                    "withdraw"
+                };
+                self.metrics
+                    .assignments_published
+                    .get_or_create(&kind.into())
+                    .inc();
+                tracing::info!(%node, %class, generation, kind, "assignment published");
+                Ok(())
+            }
+            Action::RemoveChunks { module, indices } => {
+                for &index in indices {
+                    let topic = edgefleet_protocol::topic::Topic::ModuleChunk {
+                        module: *module,
+                        index,
+                    };
+                    cloud
+                        .publish_retained(topic.to_string(), Vec::new())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Recomputes module and class status after a round.
+    fn plan_status(&mut self, plan: &fleet::Plan, now: u64) {
+        for (name, entry) in &self.modules {
+            let generation = self.objects.modules.get(name).and_then(|m| m.generation);
+            let status = status::module_status(
+                &entry.resolution,
+                entry.admission.as_deref(),
+                generation,
+                self.module_status.get(name),
+                now,
+            );
+            self.module_status.insert(name.clone(), status);
+        }
+        self.module_status
+            .retain(|name, _| self.objects.modules.contains_key(name));
+        let reports: BTreeMap<NodeId, NodeStatus> = self
+            .nodes
+            .reports()
+            .map(|(id, report)| (id.clone(), report.clone()))
+            .collect();
+        for (name, class_plan) in &plan.classes {
+            let Ok(class) = ClassId::new(name.as_str()) else {
+                continue;
+            };
+            let generation = self.objects.classes.get(name).and_then(|c| c.generation);
+            let status = status::class_status(
+                &class,
+                class_plan,
+                &self.published,
+                &reports,
+                generation,
+                self.class_status.get(name),
+                now,
+            );
+            self.class_status.insert(name.clone(), status);
+        }
+        self.class_status
+            .retain(|name, _| self.objects.classes.contains_key(name));
+    }
+
+    /// Writes the status that changed: modules and classes as computed, nodes as the ingest
+    /// table paces them.
+    async fn write_status(&mut self, sink: &Sink) {
+        let now = now_ms();
+        for (name, status) in &self.module_status {
+            let written = sink.module(name, status).await;
+            self.count_write("module", written);
+        }
+        for (name, status) in &self.class_status {
+            let written = sink.class(name, status).await;
+            self.count_write("class", written);
+        }
+        for write in self.nodes.tick(now) {
+            let kind = if write.significant {
+                "significant"
+            } else {
+                "steady"
+            };
+            match sink.node(&write.node, &write.status).await {
+                Ok(_) => {
+                    self.nodes.written(&write.node, now);
+                    self.metrics.status_writes.get_or_create(&kind.into()).inc();
+                }
+                Err(e) => {
+                    tracing::warn!(node = %write.node, error = %e, "EdgeNode status write failed");
+                    self.nodes.failed(&write.node, now);
+                    self.metrics
+                        .status_write_failures
+                        .get_or_create(&e.kind().into())
+                        .inc();
+                }
+            }
+        }
+        let counts = self.nodes.presence_counts();
+        self.metrics
+            .nodes
+            .get_or_create(&"online".into())
+            .set(counts.online as i64);
+        self.metrics
+            .nodes
+            .get_or_create(&"offline".into())
+            .set((counts.offline + counts.silent) as i64);
+        // Node reports change class status too: plan again (cheap, and only while nodes report).
+        self.dirty |= self.synced && !self.nodes.is_empty();
+    }
+
+    fn count_write(&self, kind: &str, written: Result<bool, SinkError>) {
+        match written {
+            Ok(true) => {
+                self.metrics.status_writes.get_or_create(&kind.into()).inc();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "status write failed");
+                self.metrics
+                    .status_write_failures
+                    .get_or_create(&e.kind().into())
+                    .inc();
+            }
+        }
+    }
+}
+
+/// Fetches and admits one module.
+async fn resolve(
+    spec: &HandlerModuleSpec,
+    files_dir: Option<PathBuf>,
+    registry: Option<Arc<crate::oci::Registry>>,
+    blobs: Blobs,
+) -> (Resolution, Option<String>) {
+    if let Some(file) = &spec.file {
+        let Some(dir) = files_dir else {
+            return (
+                Resolution::Refused(fleet::Problem::new(
+                    "FileNotAllowed",
+                    "spec.file works in standalone mode only; push the module to a registry \
+                     (edgefleet module push) and set spec.image",
+                )),
+                None,
+            );
+        };
+        let spec = spec.clone();
+        let file = file.clone();
+        return tokio::task::spawn_blocking(move || {
+            modules::resolve_file(&spec, &file, &dir, &blobs)
+        })
+        .await
+        .unwrap_or((Resolution::Pending, None));
+    }
+    let Some(image) = &spec.image else {
+        return (
+            Resolution::Refused(fleet::Problem::new(
+                "NoSource",
+                "set spec.image (or spec.file in standalone mode)",
+            )),
+            None,
+        );
+    };
+    let Some(registry) = registry else {
+        return (
+            Resolution::Unavailable(fleet::Problem::new(
+                "NoRegistry",
+                "this controller has no registry settings",
+            )),
+            None,
+        );
+    };
+    match registry
+        .pull(image, edgefleet_protocol::manifest::MAX_MODULE_BYTES)
+        .await
+    {
+        Ok(pulled) => {
+            let bytes = pulled.wasm;
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || match modules::admit(&spec, &bytes, &blobs) {
+                Ok((ready, summary)) => (Resolution::Ready(ready), Some(summary)),
+                Err(problem) => (Resolution::Refused(problem.clone()), Some(problem.message)),
+            })
+            .await
+            .unwrap_or((Resolution::Pending, None))
+        }
+        Err(e) => (crate::oci::resolution_of(&e), None),
+    }
+}
