@@ -48,6 +48,8 @@ pub struct Settings {
 pub struct Progress {
     /// The cloud link has replayed what the broker holds.
     pub synced: bool,
+    /// Every source of objects has been read completely.
+    pub complete: bool,
     /// When the loop last went round, ms since the UNIX epoch.
     pub last_round_ms: u64,
 }
@@ -130,7 +132,16 @@ impl Controller {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.objects = objects.borrow_and_update().clone();
+        let mut seeded = false;
         loop {
+            if !seeded && self.objects.complete {
+                // What an earlier run wrote: statuses equal to it are not written again.
+                seeded = true;
+                let now = now_ms();
+                for (node, status) in sink.known_nodes() {
+                    self.nodes.known(node, status, now);
+                }
+            }
             tokio::select! {
                 _ = stop.changed() => break,
                 changed = objects.changed() => {
@@ -153,12 +164,13 @@ impl Controller {
                     self.write_status(&sink).await;
                     let _ = self.progress.send(Progress {
                         synced: self.synced,
+                        complete: self.objects.complete,
                         last_round_ms: now_ms(),
                     });
                 }
             }
             self.resolve_modules(&resolved_tx);
-            if self.dirty && self.synced {
+            if self.dirty && self.synced && self.objects.complete {
                 self.dirty = false;
                 self.distribute(&cloud).await;
             }
@@ -364,7 +376,10 @@ impl Controller {
 
     /// The declared fleet as planning sees it.
     fn declared(&self) -> Declared {
-        let mut declared = Declared::default();
+        let mut declared = Declared {
+            incomplete: !self.objects.errors.is_empty(),
+            ..Declared::default()
+        };
         for (name, entry) in &self.modules {
             declared.modules.insert(
                 name.clone(),

@@ -94,7 +94,8 @@ pub fn diff(plan: &Plan, published: &Published, key: KeyId, now_ms: u64) -> Vec<
             continue;
         }
         let (node, class) = target;
-        let keep = plan.held.contains(class) || plan.cordoned.contains(node);
+        let keep =
+            plan.hold_withdrawals || plan.held.contains(class) || plan.cordoned.contains(node);
         let handler = if keep { current.handler.clone() } else { None };
         if current.key != key || current.handler != handler {
             assigns.push(assign(target, Some(current), handler, now_ms));
@@ -311,6 +312,14 @@ mod tests {
         let mut held = Plan::default();
         held.held.insert(ClassId::new("thermo").unwrap());
         assert!(diff(&held, &published, key, NOW).is_empty(), "held keeps");
+        let incomplete = Plan {
+            hold_withdrawals: true,
+            ..Plan::default()
+        };
+        assert!(
+            diff(&incomplete, &published, key, NOW).is_empty(),
+            "incomplete keeps"
+        );
 
         let actions = diff(&plan_of(&[("edge-a", &v1)]), &published, key, NOW);
         assert_eq!(actions.len(), 1);

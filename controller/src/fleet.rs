@@ -99,6 +99,9 @@ pub struct Declared {
     pub classes: BTreeMap<String, Class>,
     /// Edge nodes by name.
     pub nodes: BTreeMap<NodeId, Node>,
+    /// Some declared object could not be read (a broken file in standalone mode): what it
+    /// declared is unknown, so nothing is withdrawn until it reads again.
+    pub incomplete: bool,
 }
 
 /// What the fleet should run.
@@ -110,6 +113,8 @@ pub struct Plan {
     pub held: BTreeSet<ClassId>,
     /// Cordoned nodes: their published assignments stay as they are.
     pub cordoned: BTreeSet<NodeId>,
+    /// Nothing published is withdrawn (some declared object could not be read).
+    pub hold_withdrawals: bool,
     /// Per class: its target and the nodes it selects, or why it is held.
     pub classes: BTreeMap<String, ClassPlan>,
 }
@@ -134,6 +139,7 @@ pub fn plan(declared: &Declared) -> Plan {
             .filter(|(_, node)| node.cordoned)
             .map(|(name, _)| name.clone())
             .collect(),
+        hold_withdrawals: declared.incomplete,
         ..Plan::default()
     };
     for (name, class) in &declared.classes {

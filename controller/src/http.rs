@@ -77,6 +77,9 @@ async fn ready(State(endpoints): State<Arc<Endpoints>>) -> (StatusCode, String) 
     if now_ms().saturating_sub(progress.last_round_ms) > 10_000 {
         reasons.push("unready: loop_stalled: no round in the last 10 s\n");
     }
+    if !progress.complete {
+        reasons.push("unready: objects_incomplete: the objects are not listed or read yet\n");
+    }
     if !progress.synced {
         reasons.push("unready: cloud_not_synced: the cloud broker link is down or replaying\n");
     }

@@ -130,7 +130,10 @@ pub async fn watch_objects(client: Client) -> (Stores, watch::Receiver<Objects>)
 
 impl Stores {
     fn objects(&self) -> Objects {
-        let mut objects = Objects::default();
+        let mut objects = Objects {
+            complete: true,
+            ..Objects::default()
+        };
         for module in self.modules.state() {
             objects.modules.insert(
                 module.name_any(),
@@ -180,6 +183,15 @@ impl StatusWriter {
     /// A writer comparing against `stores`.
     pub fn new(client: Client, stores: Stores) -> StatusWriter {
         StatusWriter { client, stores }
+    }
+
+    pub(crate) fn known_nodes(&self) -> Vec<(String, EdgeNodeStatus)> {
+        self.stores
+            .edge_nodes
+            .state()
+            .into_iter()
+            .filter_map(|node| Some((node.name_any(), node.status.clone()?)))
+            .collect()
     }
 
     pub(crate) async fn module(

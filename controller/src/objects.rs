@@ -23,6 +23,9 @@ pub struct Objects {
     pub node_labels: BTreeMap<String, Labels>,
     /// Files that could not be read or parsed, with why (standalone mode).
     pub errors: Vec<String>,
+    /// Every source has been read completely (each Kubernetes kind listed, the folder read).
+    /// Until then nothing is planned: a partial view would withdraw what it has not seen yet.
+    pub complete: bool,
 }
 
 /// One object: its spec, labels and generation.
@@ -72,13 +75,17 @@ pub fn object_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Reads every object in `dir`. A file that cannot be parsed, or an object that is invalid, is
 /// reported in [`Objects::errors`] and left out; the others still count.
 pub fn read_folder(dir: &Path) -> Objects {
-    let mut objects = Objects::default();
+    let mut objects = Objects {
+        complete: true,
+        ..Objects::default()
+    };
     let files = match object_files(dir) {
         Ok(files) => files,
         Err(e) => {
             objects
                 .errors
                 .push(format!("cannot list {}: {e}", dir.display()));
+            objects.complete = false;
             return objects;
         }
     };

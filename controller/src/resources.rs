@@ -38,6 +38,7 @@ pub const API_VERSION: &str = "edgefleet.dev/v1alpha1";
     kind = "HandlerModule",
     plural = "handlermodules",
     shortname = "hm",
+    category = "edgefleet",
     status = "HandlerModuleStatus",
     printcolumn(name = "Module", type_ = "string", json_path = ".spec.module"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
@@ -185,6 +186,10 @@ pub struct HandlerModuleStatus {
 
 /// A kind of device (thermostats, meters …): the handler module its messages run, the handler's
 /// config and limits, and which edge nodes serve it.
+///
+/// Kubernetes 1.34+ has a `DeviceClass` of its own (`resource.k8s.io`, dynamic resource
+/// allocation) that `kubectl get deviceclasses` resolves to first: use `kubectl get dc`,
+/// `deviceclasses.edgefleet.dev`, or `kubectl get edgefleet` (all three kinds).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "edgefleet.dev",
@@ -192,6 +197,8 @@ pub struct HandlerModuleStatus {
     kind = "DeviceClass",
     plural = "deviceclasses",
     shortname = "dc",
+    shortname = "edc",
+    category = "edgefleet",
     status = "DeviceClassStatus",
     printcolumn(name = "Module", type_ = "string", json_path = ".spec.module"),
     printcolumn(
@@ -343,6 +350,7 @@ pub struct VersionStatus {
     kind = "EdgeNode",
     plural = "edgenodes",
     shortname = "en",
+    category = "edgefleet",
     status = "EdgeNodeStatus",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Classes", type_ = "string", json_path = ".status.summary"),

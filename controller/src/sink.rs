@@ -197,6 +197,18 @@ impl Sink {
         }
     }
 
+    /// The EdgeNode status every node has where status goes (what an earlier run wrote).
+    pub fn known_nodes(&self) -> Vec<(NodeId, EdgeNodeStatus)> {
+        let nodes = match self {
+            Sink::Local(store) => store.view().nodes.into_iter().collect::<Vec<_>>(),
+            Sink::Kube(writer) => writer.known_nodes(),
+        };
+        nodes
+            .into_iter()
+            .filter_map(|(name, status)| Some((NodeId::new(name).ok()?, status)))
+            .collect()
+    }
+
     /// Writes an EdgeNode's status (creating the EdgeNode if needed).
     pub async fn node(&self, node: &NodeId, status: &EdgeNodeStatus) -> Result<bool, SinkError> {
         match self {

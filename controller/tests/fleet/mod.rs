@@ -42,6 +42,26 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A controller process, killed when dropped.
+pub struct Replica {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Replica {
+    /// Stops it with SIGTERM and waits.
+    pub fn stop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One edge node: its device broker and its agent.
 pub struct EdgeNode {
     pub devices: Broker,
@@ -131,6 +151,44 @@ impl Fleet {
             .spawn()
             .expect("the controller starts");
         self.controller = Some(child);
+    }
+
+    /// Starts a controller replica in cluster mode with `kubeconfig`'s identity; returns it and
+    /// its HTTP port.
+    pub fn start_cluster_controller(
+        &self,
+        kubeconfig: &Path,
+        identity: &str,
+        registry_ca: &Path,
+    ) -> Replica {
+        let d = self.dir.path();
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_edgefleet-controller"))
+            .arg("run")
+            .arg("--data-dir")
+            .arg(d.join(format!("{identity}-data")))
+            .args([
+                "--cloud-broker",
+                &format!("mqtts://127.0.0.1:{}", self.cloud.port()),
+            ])
+            .arg("--tls-ca")
+            .arg(d.join("controller-ca.crt"))
+            .arg("--tls-cert")
+            .arg(d.join("controller.crt"))
+            .arg("--tls-key")
+            .arg(d.join("controller.key"))
+            .arg("--signing-key")
+            .arg(d.join("signing-key.pem"))
+            .arg("--registry-ca")
+            .arg(registry_ca)
+            .args(["--namespace", "edgefleet", "--identity", identity])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube_lease_manager=warn")
+            .stderr(logs("EDGEFLEET_TEST_CONTROLLER_LOGS"))
+            .spawn()
+            .expect("the controller starts");
+        Replica { child, port }
     }
 
     pub fn stop_controller(&mut self) {
@@ -292,7 +350,7 @@ fn logs(variable: &str) -> Stdio {
     }
 }
 
-fn terminate(child: &mut Child) {
+pub fn terminate(child: &mut Child) {
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     let _ = child.wait();
