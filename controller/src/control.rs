@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::modules::{self, Blobs};
 use crate::objects::Objects;
 use crate::resources::{DeviceClassStatus, HandlerModuleSpec, HandlerModuleStatus};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Kind, Notice, Sink, SinkError};
 use crate::status;
 
 /// What the loop needs besides its inputs.
@@ -83,6 +83,8 @@ pub struct Controller {
     module_status: BTreeMap<String, HandlerModuleStatus>,
     class_status: BTreeMap<String, DeviceClassStatus>,
     dirty: bool,
+    /// Notices waiting to be recorded (bounded: the oldest go first when it is full).
+    notices: std::collections::VecDeque<Notice>,
     metrics: Arc<Metrics>,
     progress: watch::Sender<Progress>,
 }
@@ -112,6 +114,7 @@ impl Controller {
                 module_status: BTreeMap::new(),
                 class_status: BTreeMap::new(),
                 dirty: true,
+                notices: std::collections::VecDeque::new(),
                 metrics,
                 progress,
             },
@@ -199,13 +202,25 @@ impl Controller {
                 self.synced = false;
             }
             FromCloud::Status(status) => {
-                self.nodes.observe_status(*status, now);
+                let kind = if self.nodes.observe_status(*status, now) {
+                    "taken"
+                } else {
+                    "ignored"
+                };
+                self.metrics.statuses.get_or_create(&kind.into()).inc();
                 self.dirty = true;
             }
             FromCloud::Event(event) => {
                 self.metrics.node_events.inc();
                 if let Some(event) = self.nodes.observe_event(*event, now) {
                     tracing::info!(node = %event.node, kind = event.kind.as_str(), detail = %event.detail, "node event");
+                    self.notice(Notice {
+                        kind: Kind::Node,
+                        name: event.node.to_string(),
+                        warning: event.warning,
+                        reason: event.reason().to_string(),
+                        note: event.message(),
+                    });
                 }
             }
             FromCloud::Assignment {
@@ -368,9 +383,32 @@ impl Controller {
             Resolution::Pending => {}
         }
         if entry.resolution != resolved.resolution {
+            let notice = match &resolved.resolution {
+                Resolution::Ready(ready) => Some((
+                    false,
+                    "Admitted",
+                    format!(
+                        "pulled, verified and admitted ({} bytes)",
+                        ready.manifest.size
+                    ),
+                )),
+                Resolution::Refused(problem) | Resolution::Unavailable(problem) => {
+                    Some((true, problem.reason, problem.message.clone()))
+                }
+                Resolution::Pending => None,
+            };
             entry.resolution = resolved.resolution;
             entry.admission = resolved.admission;
             self.dirty = true;
+            if let Some((warning, reason, note)) = notice {
+                self.notice(Notice {
+                    kind: Kind::Module,
+                    name: resolved.name,
+                    warning,
+                    reason: reason.to_string(),
+                    note,
+                });
+            }
         }
     }
 
@@ -581,10 +619,27 @@ impl Controller {
             .retain(|name, _| self.objects.classes.contains_key(name));
     }
 
+    fn notice(&mut self, notice: Notice) {
+        const MAX_WAITING: usize = 1000;
+        if self.notices.len() == MAX_WAITING {
+            self.notices.pop_front();
+        }
+        self.notices.push_back(notice);
+    }
+
     /// Writes the status that changed: modules and classes as computed, nodes as the ingest
-    /// table paces them.
+    /// table paces them; then the waiting notices.
     async fn write_status(&mut self, sink: &Sink) {
         let now = now_ms();
+        while let Some(notice) = self.notices.pop_front() {
+            if let Err(e) = sink.notice(&notice).await {
+                tracing::warn!(error = %e, reason = %notice.reason, "Event not recorded");
+                self.metrics
+                    .status_write_failures
+                    .get_or_create(&"event".into())
+                    .inc();
+            }
+        }
         for (name, status) in &self.module_status {
             let written = sink.module(name, status).await;
             self.count_write("module", written);

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Node as KubeNode;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -25,7 +26,7 @@ use crate::resources::{
     API_VERSION, DeviceClass, DeviceClassStatus, EdgeNode, EdgeNodeSpec, EdgeNodeStatus,
     HandlerModule, HandlerModuleStatus,
 };
-use crate::sink::SinkError;
+use crate::sink::{Kind, Notice, SinkError};
 
 /// The field manager of everything the controller writes.
 pub const MANAGER: &str = "edgefleet-controller";
@@ -173,16 +174,61 @@ impl Stores {
     }
 }
 
-/// Writes status by server-side apply, creating EdgeNodes on a node's first status.
+/// Writes status by server-side apply, creating EdgeNodes on a node's first status, and records
+/// Kubernetes Events (events.k8s.io; for these cluster-scoped objects in the `default` namespace).
 pub struct StatusWriter {
     client: Client,
     stores: Stores,
+    recorder: Recorder,
 }
 
 impl StatusWriter {
-    /// A writer comparing against `stores`.
-    pub fn new(client: Client, stores: Stores) -> StatusWriter {
-        StatusWriter { client, stores }
+    /// A writer comparing against `stores`; `identity` names this replica in Events.
+    pub fn new(client: Client, stores: Stores, identity: &str) -> StatusWriter {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(identity.into()),
+            },
+        );
+        StatusWriter {
+            client,
+            stores,
+            recorder,
+        }
+    }
+
+    pub(crate) async fn notice(&self, notice: &Notice) -> Result<(), SinkError> {
+        let reference = match notice.kind {
+            Kind::Module => self
+                .stores
+                .modules
+                .get(&ObjectRef::new(&notice.name))
+                .map(|m| m.object_ref(&())),
+            Kind::Node => self
+                .stores
+                .edge_nodes
+                .get(&ObjectRef::new(&notice.name))
+                .map(|n| n.object_ref(&())),
+        };
+        // An object not (yet) in the cache: nothing to attach the Event to.
+        let Some(reference) = reference else {
+            return Ok(());
+        };
+        let event = Event {
+            type_: if notice.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: notice.reason.chars().take(128).collect(),
+            note: Some(notice.note.chars().take(1000).collect()),
+            action: notice.reason.chars().take(128).collect(),
+            secondary: None,
+        };
+        self.recorder.publish(&event, &reference).await?;
+        Ok(())
     }
 
     pub(crate) fn known_nodes(&self) -> Vec<(String, EdgeNodeStatus)> {
@@ -296,7 +342,7 @@ where
     Ok(())
 }
 
-/// Used by `main`: an `Arc` for the sink.
-pub fn sink(client: Client, stores: Stores) -> crate::sink::Sink {
-    crate::sink::Sink::Kube(Arc::new(StatusWriter::new(client, stores)))
+/// Cluster mode's sink.
+pub fn sink(client: Client, stores: Stores, identity: &str) -> crate::sink::Sink {
+    crate::sink::Sink::Kube(Arc::new(StatusWriter::new(client, stores, identity)))
 }

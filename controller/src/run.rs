@@ -155,7 +155,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                     let (controller, mut loop_progress) =
                         Controller::new(settings(None), metrics.clone());
                     let (cloud, from_cloud) = Cloud::start(cloud.clone());
-                    let sink = crate::kube::sink(client.clone(), stores.clone());
+                    let sink = crate::kube::sink(client.clone(), stores.clone(), identity);
                     let mut round = tokio::spawn(controller.run(
                         cloud,
                         from_cloud,

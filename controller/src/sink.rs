@@ -167,6 +167,31 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Which kind an [`Notice`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A HandlerModule.
+    Module,
+    /// An EdgeNode.
+    Node,
+}
+
+/// Something an operator should see in `kubectl describe` (a Kubernetes Event in cluster mode;
+/// a log line in standalone mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The object's kind.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// What happened.
+    pub note: String,
+}
+
 /// Where status goes.
 #[derive(Clone)]
 pub enum Sink {
@@ -207,6 +232,14 @@ impl Sink {
             .into_iter()
             .filter_map(|(name, status)| Some((NodeId::new(name).ok()?, status)))
             .collect()
+    }
+
+    /// Records a notice (throttled by the caller).
+    pub async fn notice(&self, notice: &Notice) -> Result<(), SinkError> {
+        match self {
+            Sink::Local(_) => Ok(()),
+            Sink::Kube(writer) => writer.notice(notice).await,
+        }
     }
 
     /// Writes an EdgeNode's status (creating the EdgeNode if needed).

@@ -421,7 +421,30 @@ async fn a_tampered_registry_blob_never_reaches_a_node() {
         metric(&metrics, "edgefleet_controller_chunks_published_total", ""),
         0.0
     );
-    // Its status writes were all allowed by its RBAC.
+    // `kubectl describe` shows why, as a Warning Event on the HandlerModule.
+    let started = Instant::now();
+    loop {
+        let events = kubectl(
+            &plane,
+            &["get", "events.events.k8s.io", "-n", "default", "-o", "json"],
+        )
+        .unwrap();
+        let events: Value = serde_json::from_str(&events).unwrap();
+        let found = events["items"].as_array().into_iter().flatten().any(|e| {
+            e["reason"] == "DigestMismatch"
+                && e["type"] == "Warning"
+                && e["regarding"]["name"] == "thermostat-1.0.0"
+        });
+        if found {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "no DigestMismatch Event:\n{events:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Its status writes and Events were all allowed by its RBAC.
     assert_eq!(
         metric(
             &metrics,
