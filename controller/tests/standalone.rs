@@ -296,3 +296,89 @@ async fn a_restarted_controller_publishes_nothing_again() {
     let after = fleet.object("edgenodes", "edge-a");
     assert_eq!(after["status"]["classes"][0]["generation"], generation);
 }
+
+/// Key rotation as README describes it: agents trust old + new key, the controller switches to the
+/// new key and re-signs every assignment, then agents drop the old key and keep running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_signing_key_re_signs_every_assignment() {
+    use edgefleet_protocol::signing::{SigningKey, TrustAnchor};
+    let mut fleet = Fleet::new();
+    let new_key = SigningKey::generate().unwrap();
+    let trust_file = fleet.dir.path().join("trust.pem");
+    let bundle = |keys: &[&SigningKey]| {
+        let mut trust = TrustAnchor::new();
+        for key in keys {
+            trust.insert(key.verifying_key());
+        }
+        trust.to_pem_bundle().unwrap()
+    };
+    // Step 1: every agent trusts the old and the new key.
+    std::fs::write(&trust_file, bundle(&[&fleet.key, &new_key])).unwrap();
+    let wasm =
+        edgefleet_device_modules::handler_wasm(edgefleet_device_modules::Handler::Thermostat)
+            .expect("the thermostat module builds");
+    std::fs::write(fleet.objects_dir().join("thermostat.wasm"), &wasm).unwrap();
+    fleet.write_object(
+        "modules.yaml",
+        &module_object("thermostat-1.0.0", "1.0.0", "thermostat.wasm", None),
+    );
+    fleet.write_object("nodes.yaml", &edge_node_object("edge-a", "a"));
+    fleet.write_object("class.yaml", &class_object("thermostat-1.0.0", "a"));
+    fleet.start_standalone_controller();
+    fleet.add_node("edge-a");
+    let before = fleet
+        .until_object("edgenodes", "edge-a", LIMIT, "edge-a runs thermo", |n| {
+            n["status"]["classes"][0]["active"] == "thermostat 1.0.0"
+        })
+        .await;
+    let old_generation = before["status"]["classes"][0]["generation"]
+        .as_u64()
+        .unwrap();
+
+    // Step 2: the controller signs with the new key: the assignment is published again, newer.
+    fleet.stop_controller();
+    let key_file = fleet.dir.path().join("signing-key.pem");
+    std::fs::remove_file(&key_file).unwrap();
+    new_key.save(&key_file).unwrap();
+    fleet.start_standalone_controller();
+    fleet
+        .until_object(
+            "edgenodes",
+            "edge-a",
+            LIMIT,
+            "re-signed assignment applied",
+            |n| {
+                n["status"]["classes"][0]["generation"]
+                    .as_u64()
+                    .is_some_and(|g| g > old_generation)
+                    && n["status"]["classes"][0]["active"] == "thermostat 1.0.0"
+            },
+        )
+        .await;
+    assert_eq!(
+        fleet.controller_metric(
+            "edgefleet_controller_assignments_published_total",
+            "kind=\"assign\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        fleet.controller_metric("edgefleet_controller_chunks_published_total", ""),
+        0.0,
+        "re-signing does not publish the module again"
+    );
+
+    // Step 3: agents drop the old key; a restarted agent still runs the class and serves devices.
+    std::fs::write(&trust_file, bundle(&[&new_key])).unwrap();
+    fleet.kill_agent("edge-a");
+    fleet.start_agent("edge-a");
+    let (device, mut commands) = fleet.device("edge-a", "thermo", "t-9").await;
+    until_answered(
+        &device,
+        "ef/v1/dev/thermo/t-9/up/telemetry",
+        &reading(17.0),
+        &mut commands,
+        LIMIT,
+    )
+    .await;
+}
