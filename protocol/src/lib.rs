@@ -33,7 +33,8 @@
 //! | `ef/v1/node/<node>/up/<class>/<device>/<topic>` | cloud | agent → controller, data consumers | no | [`UpstreamMessage`] |
 //! | `ef/v1/node/<node>/assign/<class>` | cloud | controller → agent | yes | `Signed<`[`Assignment`]`>` |
 //! | `ef/v1/module/<sha256>/chunk/<index>` | cloud | controller → agents | yes | raw bytes of chunk `index` of the module blob |
-//! | `ef/v1/fleet/…` | cloud | controller → agents | — | reserved for fleet-wide broadcasts; unused in v1 |
+//! | `ef/v1/fleet/controller/sync/<nonce>` | cloud | controller → itself | no | empty: marks the end of the retained replay after the controller subscribes |
+//! | `ef/v1/fleet/…` (other) | cloud | controller → agents | — | reserved for fleet-wide broadcasts; unused in v1 |
 //!
 //! Subscriptions: an agent subscribes on the device broker to [`topic::device_up_filter`] for each
 //! assigned class, and on the cloud broker to [`topic::node_assignment_filter`] and to the chunk
@@ -42,20 +43,8 @@
 //! [`topic::NODE_EVENT_FILTER`] and [`topic::NODE_UPSTREAM_FILTER`], and decodes each message with
 //! [`wire::TopicPayload::decode_on`], which refuses a payload whose ids disagree with its topic.
 //!
-//! Broker ACLs (mosquitto) that the one-level ids make possible:
-//!
-//! ```text
-//! # cloud broker: username = node id
-//! pattern write ef/v1/node/%u/status
-//! pattern write ef/v1/node/%u/event
-//! pattern write ef/v1/node/%u/up/#
-//! pattern read  ef/v1/node/%u/assign/+
-//! topic   read  ef/v1/module/+/chunk/+
-//! # device broker: username = class id, client id = device id (so device ids must be unique per
-//! # broker, as MQTT client ids are); the agent's own user may read and write ef/v1/dev/#
-//! pattern write ef/v1/dev/%u/%c/up/#
-//! pattern read  ef/v1/dev/%u/%c/down/cmd
-//! ```
+//! Broker ACLs (mosquitto) fence each identity to its own levels, which the one-level ids make
+//! possible; the rules both brokers run are shipped in `brokers/` (see brokers/README.md).
 //!
 //! # Module blobs are chunked
 //!
