@@ -83,6 +83,9 @@ pub struct Controller {
     module_status: BTreeMap<String, HandlerModuleStatus>,
     class_status: BTreeMap<String, DeviceClassStatus>,
     dirty: bool,
+    /// When the declared state last changed without a round having published it yet (the start
+    /// of the publish lag).
+    changed_at: Option<std::time::Instant>,
     /// Notices waiting to be recorded (bounded: the oldest go first when it is full).
     notices: std::collections::VecDeque<Notice>,
     metrics: Arc<Metrics>,
@@ -114,6 +117,7 @@ impl Controller {
                 module_status: BTreeMap::new(),
                 class_status: BTreeMap::new(),
                 dirty: true,
+                changed_at: None,
                 notices: std::collections::VecDeque::new(),
                 metrics,
                 progress,
@@ -153,6 +157,7 @@ impl Controller {
                     }
                     self.objects = objects.borrow_and_update().clone();
                     self.dirty = true;
+                    self.changed_at.get_or_insert_with(std::time::Instant::now);
                 }
                 message = from_cloud.recv() => {
                     let Some(message) = message else { break };
@@ -400,6 +405,7 @@ impl Controller {
             entry.resolution = resolved.resolution;
             entry.admission = resolved.admission;
             self.dirty = true;
+            self.changed_at.get_or_insert_with(std::time::Instant::now);
             if let Some((warning, reason, note)) = notice {
                 self.notice(Notice {
                     kind: Kind::Module,
@@ -487,6 +493,15 @@ impl Controller {
         }
         if !actions.is_empty() {
             tracing::info!(actions = actions.len(), "published");
+            if let Some(changed_at) = self.changed_at {
+                self.metrics
+                    .publish_lag
+                    .0
+                    .observe(changed_at.elapsed().as_secs_f64());
+            }
+        }
+        if !self.dirty {
+            self.changed_at = None;
         }
         // Blobs neither planned nor published are no longer needed here.
         let mut keep = distribution::referenced_modules(&self.published);

@@ -33,11 +33,13 @@ impl From<bool> for KindLabel {
 pub const METRIC_NAMES: &[&str] = &[
     "edgefleet_controller_rounds_total",
     "edgefleet_controller_round_duration_seconds",
+    "edgefleet_controller_publish_lag_seconds",
     "edgefleet_controller_actions_total",
     "edgefleet_controller_assignments_published_total",
     "edgefleet_controller_chunks_published_total",
     "edgefleet_controller_status_writes_total",
     "edgefleet_controller_status_write_failures_total",
+    "edgefleet_controller_statuses_total",
     "edgefleet_controller_node_events_total",
     "edgefleet_controller_refused_messages_total",
     "edgefleet_controller_nodes",
@@ -51,6 +53,9 @@ pub struct Metrics {
     pub rounds: Counter,
     /// How long a round took (plan, diff, publish).
     pub round_duration: RoundDuration,
+    /// From a change of the declared state (an object, a module resolved) to the round that
+    /// published it.
+    pub publish_lag: RoundDuration,
     /// Publications made by rounds.
     pub actions: Counter,
     /// Assignments published, by kind (`assign`, `withdraw`).
@@ -62,6 +67,9 @@ pub struct Metrics {
     pub status_writes: Family<KindLabel, Counter>,
     /// Status writes that failed, by the error's kind.
     pub status_write_failures: Family<KindLabel, Counter>,
+    /// Node statuses received, by kind (`taken`; `ignored`: a duplicate, a redelivery, a
+    /// reordered older one).
+    pub statuses: Family<KindLabel, Counter>,
     /// Node events received.
     pub node_events: Counter,
     /// Messages from the cloud broker that could not be decoded.
@@ -92,6 +100,11 @@ impl Metrics {
             self.round_duration.0.clone(),
         );
         r.register(
+            "publish_lag_seconds",
+            "From a change of the declared state to its publication",
+            self.publish_lag.0.clone(),
+        );
+        r.register(
             "actions",
             "Publications made by rounds",
             self.actions.clone(),
@@ -117,6 +130,11 @@ impl Metrics {
             self.status_write_failures.clone(),
         );
         r.register(
+            "statuses",
+            "Node statuses received, by kind (taken, ignored)",
+            self.statuses.clone(),
+        );
+        r.register(
             "node_events",
             "Node events received",
             self.node_events.clone(),
@@ -130,6 +148,9 @@ impl Metrics {
         r.register("leader", "1 while this replica leads", self.leader.clone());
         for kind in ["significant", "steady", "module", "class"] {
             let _ = self.status_writes.get_or_create(&kind.into());
+        }
+        for kind in ["taken", "ignored"] {
+            let _ = self.statuses.get_or_create(&kind.into());
         }
         for kind in ["assign", "withdraw"] {
             let _ = self.assignments_published.get_or_create(&kind.into());

@@ -259,6 +259,9 @@ async fn the_operators_flow_on_a_real_api_server() {
         row.contains("Online") && row.contains("thermo=1.0.0"),
         "{table}"
     );
+    for kind in ["dc", "hm"] {
+        println!("$ kubectl get {kind}\n{}", kubectl(&plane, &["get", kind]).unwrap());
+    }
     let all = kubectl(&plane, &["get", "edgefleet"]).unwrap();
     println!("$ kubectl get edgefleet\n{all}");
     assert!(all.contains("deviceclass.edgefleet.dev/thermo"), "{all}");
