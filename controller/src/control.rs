@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cloud::{Cloud, FromCloud};
 use crate::distribution::{self, Action, Published, PublishedAssignment};
-use crate::fleet::{self, Class, Declared, Module, Node, Resolution};
+use crate::fleet::{self, Class, Fleet, Module, Node, Resolution};
 use crate::ingest::{NodeTable, WritePolicy};
 use crate::metrics::Metrics;
 use crate::modules::{self, Blobs};
@@ -419,10 +419,10 @@ impl Controller {
     }
 
     /// The declared fleet as planning sees it.
-    fn declared(&self) -> Declared {
-        let mut declared = Declared {
+    fn declared(&self) -> Fleet {
+        let mut declared = Fleet {
             incomplete: !self.objects.errors.is_empty(),
-            ..Declared::default()
+            ..Fleet::default()
         };
         for (name, entry) in &self.modules {
             declared.modules.insert(

@@ -92,7 +92,7 @@ pub struct Node {
 
 /// The declared fleet: every object the plan depends on.
 #[derive(Debug, Clone, Default)]
-pub struct Declared {
+pub struct Fleet {
     /// HandlerModules by object name.
     pub modules: BTreeMap<String, Module>,
     /// DeviceClasses by object name (which is the class id).
@@ -131,7 +131,7 @@ pub struct ClassPlan {
 }
 
 /// Plans the whole fleet.
-pub fn plan(declared: &Declared) -> Plan {
+pub fn plan(declared: &Fleet) -> Plan {
     let mut plan = Plan {
         cordoned: declared
             .nodes
@@ -373,8 +373,8 @@ mod tests {
         }
     }
 
-    fn fleet() -> Declared {
-        let mut d = Declared::default();
+    fn fleet() -> Fleet {
+        let mut d = Fleet::default();
         d.modules
             .extend([module("thermostat-1", "1.0.0", ready("1.0.0"))]);
         d.classes.insert(
