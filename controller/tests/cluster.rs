@@ -260,7 +260,10 @@ async fn the_operators_flow_on_a_real_api_server() {
         "{table}"
     );
     for kind in ["dc", "hm"] {
-        println!("$ kubectl get {kind}\n{}", kubectl(&plane, &["get", kind]).unwrap());
+        println!(
+            "$ kubectl get {kind}\n{}",
+            kubectl(&plane, &["get", kind]).unwrap()
+        );
     }
     let all = kubectl(&plane, &["get", "edgefleet"]).unwrap();
     println!("$ kubectl get edgefleet\n{all}");
