@@ -27,6 +27,13 @@ pub enum Error {
     /// The command would do harm or cannot be done as asked; the message says why and what to do.
     #[error("{0}")]
     Refused(String),
+    /// The cluster, the standalone controller or a registry failed or refused; the message says
+    /// which and what to do.
+    #[error("{0}")]
+    Fleet(String),
+    /// An OCI registry.
+    #[error(transparent)]
+    Registry(#[from] edgefleet_controller::oci::OciError),
     /// The output could not be rendered.
     #[error("cannot print as {format}: {reason}")]
     Output {

@@ -4,7 +4,9 @@
 //! This file only parses the command line, dispatches to the command group's module and turns
 //! errors into a message and an exit status. Each command group is one module with its arguments
 //! and its `run`: [`keys`] (the controller's signing keys and the agents' trust bundle), [`certs`]
-//! (the development PKI of the brokers' mutual TLS). A new group is a new module and a new
+//! (the development PKI of the brokers' mutual TLS), [`module`] (push and inspect handler
+//! modules), [`apply`], [`get`] and [`describe`] (the fleet's objects, in a cluster or on a
+//! standalone controller: [`target`] decides which). A new group is a new module and a new
 //! variant of [`Command`].
 
 // The doc comments of the argument types are the --help text, written for a terminal: `<stem>`
@@ -18,26 +20,39 @@ use std::sync::OnceLock;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod apply;
 mod certs;
+mod describe;
 mod error;
+mod get;
 mod keys;
+mod module;
 mod output;
+mod target;
 
 pub(crate) use error::Error;
 
 /// The file name under which kubectl runs the binary as a plugin (`kubectl edgefleet …`).
 const KUBECTL_PLUGIN: &str = "kubectl-edgefleet";
 
-/// Operate an edgefleet fleet: signing keys, certificates, and more to come.
+/// Operate an edgefleet fleet: modules, device classes, edge nodes, signing keys, certificates.
 ///
 /// edgefleet runs device-handling WebAssembly modules on edge nodes. A cloud controller signs
 /// each node's handler assignments with an ed25519 key; the agents on the nodes run only what a
 /// key in their trust bundle signed. Every MQTT link is mutual TLS, and the brokers decide who may
 /// publish and read what by the common name of the client's certificate.
 ///
-/// This tool makes the files that setup needs: `keys` for the controller's signing key and the
-/// agents' trust bundle (and rotating that key without downtime), `certs` for a development PKI
-/// with the broker, node, controller and device certificates.
+/// The fleet is declared with three kinds of objects: HandlerModules (one immutable module
+/// version), DeviceClasses (which module a kind of device runs, with its config and limits, on
+/// which nodes) and EdgeNodes (one per node, with what its agent reports). `module push` puts a
+/// module into an OCI registry, `apply` declares objects, `get` and `describe` show them with
+/// their status. They work against a cluster (the kubeconfig: --kubeconfig, $KUBECONFIG,
+/// ~/.kube/config; --context) or a standalone controller (`edgefleet-controller run --objects
+/// DIR`: --server URL or $EDGEFLEET_SERVER).
+///
+/// Setup needs files too: `keys` for the controller's signing key and the agents' trust bundle
+/// (and rotating that key without downtime), `certs` for a development PKI with the broker, node,
+/// controller and device certificates.
 ///
 /// Also a kubectl plugin: a symlink or copy of this binary named `kubectl-edgefleet` anywhere on
 /// PATH makes `kubectl edgefleet …` run it (`kubectl plugin list` shows it).
@@ -53,6 +68,15 @@ struct Cli {
 
 const EXAMPLES: &str = "\
 Examples:
+  # Push a module, declare it and a class that runs it, watch the rollout
+  edgefleet module push thermostat.wasm registry.example.com/edgefleet/thermostat:1.0.0 | edgefleet apply -f -
+  edgefleet apply -f thermo-class.yaml
+  edgefleet get classes
+  edgefleet describe class thermo
+
+  # The same on a standalone controller
+  edgefleet get nodes --server http://127.0.0.1:8080
+
   # The controller's signing key and the agents' trust bundle
   edgefleet keys generate --out ./keys
 
@@ -92,6 +116,44 @@ enum Command {
     /// and tests; in production issue from your own CAs with the same split.
     #[command(after_long_help = certs::EXAMPLES)]
     Certs(certs::CertsArgs),
+    /// Handler modules: check one as agents do and push it to an OCI registry; inspect one.
+    ///
+    /// A handler module is a WebAssembly module built for the guest ABI (the edgefleet guest SDK).
+    /// In a cluster the controller pulls it from an OCI registry by digest; `push` writes it there
+    /// and prints the HandlerModule that pins it.
+    #[command(after_long_help = module::EXAMPLES)]
+    Module(module::ModuleArgs),
+    /// Create or update HandlerModules, DeviceClasses and EdgeNodes from YAML.
+    ///
+    /// Each object is checked first, by the rules the controller reads objects with; if one is
+    /// invalid, nothing is applied. In a cluster: server-side apply (field manager edgefleet-cli;
+    /// the CRDs' schema checks again). On a standalone controller (--server): its apply endpoint
+    /// writes each object into its objects folder as <kind>-<name>.yaml, refusing an object
+    /// another file of the folder declares, and answers once the controller has read it. A
+    /// HandlerModule is one immutable module version: apply a new object for a new version.
+    /// Prints one line per object: `handlermodule/thermostat-1.0.0 created` (or configured,
+    /// unchanged).
+    #[command(after_long_help = apply::EXAMPLES)]
+    Apply(apply::ApplyArgs),
+    /// List edge nodes, device classes or handler modules, with their status.
+    ///
+    /// The columns are those of `kubectl get` for the edgefleet kinds. nodes: STATUS (Online,
+    /// Offline; Cordoned), CLASSES (class=version it runs), DEVICES (heard from in the last
+    /// minute), RATE (interactions per second), ERRORS (interactions that committed nothing), OUTBOX
+    /// (messages waiting for the uplink), LAST-SEEN. classes: MODULE, the VERSION being rolled
+    /// out, NODES selected, UPDATED (running it), FAILING, READY. modules: MODULE, VERSION, READY
+    /// and its REASON (Admitted, or why not: DigestMismatch, AdmissionRefused, ImageNotFound …),
+    /// SIZE. AGE in a cluster. -o wide adds columns; -o json and -o yaml give the objects.
+    #[command(after_long_help = get::EXAMPLES)]
+    Get(get::GetArgs),
+    /// Show one edge node, device class or handler module in detail: spec, status, conditions,
+    /// Events.
+    ///
+    /// Conditions say what the controller concluded and why (type, status, reason, message, when
+    /// it last changed): a module's Ready (admitted or why not), a class's Ready and Degraded, a
+    /// node's Ready. In a cluster the object's Events (events.k8s.io) follow, if any.
+    #[command(after_long_help = describe::EXAMPLES)]
+    Describe(describe::DescribeArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +182,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keys(args) => keys::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Module(args) => module::run(args),
+        Command::Apply(args) => apply::run(args),
+        Command::Get(args) => get::run(args),
+        Command::Describe(args) => describe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +197,15 @@ fn main() -> ExitCode {
 }
 
 static PROGRAM: OnceLock<&'static str> = OnceLock::new();
+
+/// Runs `future` to completion on a runtime of its own (the fleet commands talk HTTP).
+pub(crate) fn block_on<T>(future: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Fleet(format!("cannot start the async runtime: {e}")))?
+        .block_on(future)
+}
 
 /// How to invoke this program in commands printed for the operator: `edgefleet` or, run as the
 /// kubectl plugin, `kubectl edgefleet`.
@@ -145,7 +220,8 @@ fn as_kubectl_plugin(command: clap::Command) -> clap::Command {
         Some(help) => {
             let help = help
                 .to_string()
-                .replace("  edgefleet ", "  kubectl edgefleet ");
+                .replace("  edgefleet ", "  kubectl edgefleet ")
+                .replace("| edgefleet ", "| kubectl edgefleet ");
             command.after_long_help(help)
         }
         None => command,

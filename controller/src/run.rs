@@ -115,6 +115,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 progress,
                 leading,
                 fleet: Some((objects_rx.clone(), store.clone())),
+                objects_dir: Some(objects.clone()),
             });
             tokio::spawn(http::serve(listener, endpoints));
             let (cloud, from_cloud) = Cloud::start(cloud);
@@ -144,6 +145,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 progress,
                 leading: leading.clone(),
                 fleet: None,
+                objects_dir: None,
             });
             tokio::spawn(http::serve(listener, endpoints));
             let mut stop_outer = stop.clone();
