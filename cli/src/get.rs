@@ -168,10 +168,7 @@ pub fn not_found(target: &Target, kind: Kind, name: &str) -> Error {
 /// `value` as JSON or YAML text.
 pub fn render(value: &Value, format: GetFormat) -> Result<String, Error> {
     if format == GetFormat::Yaml {
-        serde_saphyr::to_string(value).map_err(|e| Error::Output {
-            format: "yaml",
-            reason: e.to_string(),
-        })
+        crate::output::to_yaml(value)
     } else {
         serde_json::to_string_pretty(value)
             .map(|json| json + "\n")

@@ -22,7 +22,7 @@ use edgefleet_protocol::manifest::MAX_MODULE_BYTES;
 use edgefleet_protocol::{ClassLimits, GUEST_ABI_VERSION, Sha256Digest};
 use serde::Serialize;
 
-use crate::output::{Format, indent, table};
+use crate::output::{Format, indent, table, to_yaml};
 use crate::target::{Target, TargetArgs};
 use crate::{Error, program};
 
@@ -249,10 +249,7 @@ fn push(args: PushArgs) -> Result<(), Error> {
     );
     if args.apply {
         println!("{summary}");
-        let yaml = serde_saphyr::to_string(&module).map_err(|e| Error::Output {
-            format: "yaml",
-            reason: e.to_string(),
-        })?;
+        let yaml = to_yaml(&module)?;
         return crate::block_on(async {
             let target = Target::connect(&args.target).await?;
             let applied = target
@@ -271,10 +268,7 @@ fn push(args: PushArgs) -> Result<(), Error> {
     }
     match args.output {
         ObjectFormat::Yaml => {
-            let yaml = serde_saphyr::to_string(&module).map_err(|e| Error::Output {
-                format: "yaml",
-                reason: e.to_string(),
-            })?;
+            let yaml = to_yaml(&module)?;
             let comments: String = summary.lines().map(|l| format!("# {l}\n")).collect();
             print!("{comments}---\n{yaml}");
         }
@@ -513,13 +507,7 @@ fn inspect(args: InspectArgs) -> Result<(), Error> {
                 reason: e.to_string(),
             })?
         ),
-        Format::Yaml => print!(
-            "{}",
-            serde_saphyr::to_string(&inspection).map_err(|e| Error::Output {
-                format: "yaml",
-                reason: e.to_string(),
-            })?
-        ),
+        Format::Yaml => print!("{}", to_yaml(&inspection)?),
     }
     Ok(())
 }

@@ -42,11 +42,18 @@ fn render<R: Row>(rows: &[R], format: Format) -> Result<String, Error> {
                 reason: e.to_string(),
             }),
         Format::Yaml if rows.is_empty() => Ok("[]\n".to_owned()),
-        Format::Yaml => serde_saphyr::to_string(&rows).map_err(|e| Error::Output {
-            format: "yaml",
-            reason: e.to_string(),
-        }),
+        Format::Yaml => to_yaml(&rows),
     }
+}
+
+/// `value` as YAML, long strings (OCI references, messages) on one line rather than folded.
+pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, Error> {
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    serde_saphyr::to_string_with_options(value, options).map_err(|e| Error::Output {
+        format: "yaml",
+        reason: e.to_string(),
+    })
 }
 
 /// Columns separated by at least two spaces, padded to the widest cell; the last column unpadded.

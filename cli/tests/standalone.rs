@@ -13,7 +13,7 @@ use edgefleet_protocol::NodeId;
 use edgefleet_protocol::signing::{SigningKey, TrustAnchor};
 use edgefleet_simulators::broker::{Broker, BrokerOptions, Shipped};
 use edgefleet_simulators::pki::{Authority, TlsFiles};
-use support::{Run, cell, edgefleet_with, table_rows};
+use support::{Run, cell, edgefleet_with, field, table_rows};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -576,16 +576,18 @@ fn a_controller_that_is_not_there_is_named_with_what_to_do() {
         "{}",
         run.stderr
     );
+    // Help that teaches: what it is for, and examples.
+    for command in ["apply", "get", "describe", "module"] {
+        let help = edgefleet_with(dir.path(), &[command, "--help"], &[], None).ok();
+        assert!(
+            help.stdout.contains("Examples:\n")
+                && help.stdout.contains(&format!("  edgefleet {command} ")),
+            "{command}:\n{}",
+            help.stdout
+        );
+    }
     // Usage errors exit with 2.
     edgefleet_with(dir.path(), &["get", "pods"], &[], None).fails(2);
-}
-
-/// The value of the first `label:  value` line of `text`.
-fn field(text: &str, label: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let rest = line.trim_start().strip_prefix(label)?.strip_prefix(':')?;
-        Some(rest.trim().to_owned())
-    })
 }
 
 /// POSTs `body` to `server` + `path`; the status code and the body.

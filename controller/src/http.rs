@@ -409,8 +409,11 @@ fn parse_documents(text: &str) -> Result<Vec<Document>, ApplyError> {
 }
 
 /// `value` as YAML when that reads back as the same value, else as JSON (which YAML reads too).
+/// Long strings stay on one line (an OCI reference reads better whole than folded).
 fn render(value: &Value) -> String {
-    if let Ok(yaml) = serde_saphyr::to_string(value)
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    if let Ok(yaml) = serde_saphyr::to_string_with_options(value, options)
         && serde_saphyr::from_str::<Value>(&yaml).is_ok_and(|back| back == *value)
     {
         return yaml;

@@ -103,3 +103,11 @@ pub fn cell(text: &str, name: &str, column: &str) -> Option<String> {
         .find(|row| row.first().map(String::as_str) == Some(name))
         .and_then(|row| row.get(index).cloned())
 }
+
+/// The value of the first `label:  value` line of `text`.
+pub fn field(text: &str, label: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let rest = line.trim_start().strip_prefix(label)?.strip_prefix(':')?;
+        Some(rest.trim().to_owned())
+    })
+}
