@@ -91,7 +91,7 @@ pub fn run(args: GetArgs) -> Result<(), Error> {
     })
 }
 
-/// A table's header and cells; `wide` adds the extra columns, `age` the AGE column.
+/// A row's (header, cell) pairs after NAME; `true`: with the `-o wide` columns.
 type RowFn<K> = fn(&K, bool) -> Vec<(&'static str, String)>;
 
 async fn show<K: FleetKind>(target: &Target, args: &GetArgs, row: RowFn<K>) -> Result<(), Error> {

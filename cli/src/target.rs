@@ -276,6 +276,11 @@ impl Target {
                             )),
                         });
                     }
+                    if body["read"] == false {
+                        eprintln!(
+                            "note: {source}: written to the objects folder, but the controller had not read it back after 5 s (its log says why)"
+                        );
+                    }
                     for object in body["applied"].as_array().into_iter().flatten() {
                         applied.push(Applied {
                             kind: object["kind"].as_str().unwrap_or_default().to_owned(),
