@@ -1087,7 +1087,7 @@ fn print_table(args: &Args, rows: &[Row]) {
     println!(
         "| nodes | statuses/s in | API writes/s: significant | steady | API server: writes/s on edgenodes | controller CPU | RSS (max) | offline → EdgeNode p50 | max | every EdgeNode refreshed every |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let api: Vec<String> = r
             .api_writes_per_s
