@@ -207,13 +207,16 @@ impl Controller {
                 self.synced = false;
             }
             FromCloud::Status(status) => {
+                // A node's first status can make it selected: plan at once. Other statuses only
+                // change class status, which the next tick's round recomputes.
+                let new_node = self.nodes.report(&status.node).is_none();
                 let kind = if self.nodes.observe_status(*status, now) {
                     "taken"
                 } else {
                     "ignored"
                 };
                 self.metrics.statuses.get_or_create(&kind.into()).inc();
-                self.dirty = true;
+                self.dirty |= new_node;
             }
             FromCloud::Event(event) => {
                 self.metrics.node_events.inc();
@@ -609,11 +612,11 @@ impl Controller {
         }
         self.module_status
             .retain(|name, _| self.objects.modules.contains_key(name));
-        let reports: BTreeMap<NodeId, NodeStatus> = self
-            .nodes
-            .reports()
-            .map(|(id, report)| (id.clone(), report.clone()))
-            .collect();
+        if plan.classes.is_empty() {
+            self.class_status.clear();
+            return;
+        }
+        let reports: BTreeMap<&NodeId, &NodeStatus> = self.nodes.reports().collect();
         for (name, class_plan) in &plan.classes {
             let Ok(class) = ClassId::new(name.as_str()) else {
                 continue;

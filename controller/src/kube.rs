@@ -124,6 +124,10 @@ pub async fn watch_objects(client: Client) -> (Stores, watch::Receiver<Objects>)
             if changed_rx.recv().await.is_none() {
                 return;
             }
+            // Rebuilding the objects walks every cached object (10,000 EdgeNodes, whose status
+            // writes come back as events): take the changes of the next 250 ms together.
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            while changed_rx.try_recv().is_ok() {}
         }
     });
     (stores, objects_rx)

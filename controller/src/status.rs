@@ -97,7 +97,7 @@ pub fn class_status(
     class: &ClassId,
     plan: &ClassPlan,
     published: &Published,
-    reports: &BTreeMap<NodeId, NodeStatus>,
+    reports: &BTreeMap<&NodeId, &NodeStatus>,
     generation: Option<i64>,
     previous: Option<&DeviceClassStatus>,
     now_ms: u64,
