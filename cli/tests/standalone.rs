@@ -592,28 +592,10 @@ fn a_controller_that_is_not_there_is_named_with_what_to_do() {
 
 /// POSTs `body` to `server` + `path`; the status code and the body.
 fn post(server: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let address = server.strip_prefix("http://").unwrap();
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+    let port = server
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
         .unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    edgefleet_testenv::http::request(port, "POST", path, body)
 }

@@ -47,6 +47,7 @@ use edgefleet_protocol::{ClassId, ModuleRef, NodeId, NodeState, NodeStatus, Sha2
 use edgefleet_simulators::broker::{self, Broker, BrokerOptions, Shipped};
 use edgefleet_simulators::pki::{Authority, TlsFiles};
 use edgefleet_testenv::ControlPlane;
+use edgefleet_testenv::http::{get as http_get, metric};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -567,39 +568,6 @@ fn host_cpu() -> (f64, f64, f64) {
     let total: f64 = (0..8).map(get).sum();
     let idle = get(3) + get(4);
     (total - idle - get(7), get(7), total)
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    if write!(stream, "GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
-/// The sum of the samples of `name` whose labels contain every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| line.split(['{', ' ']).next() == Some(name))
-        .filter(|line| labels.iter().all(|l| line.contains(l)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A snapshot at the start or the end of the window.

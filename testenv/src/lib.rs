@@ -41,6 +41,7 @@ use std::time::Duration;
 
 mod controlplane;
 mod der;
+pub mod http;
 mod kubeconfig;
 mod pki;
 mod probe;

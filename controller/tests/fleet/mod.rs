@@ -356,37 +356,11 @@ pub fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    if write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
+pub use edgefleet_testenv::http::get as http_get;
 
+/// The sum of the samples of metric `name` whose labels contain `labels` (`""`: all).
 pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| line.split(['{', ' ']).next() == Some(name) && line.contains(labels))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    edgefleet_testenv::http::metric(text, name, &[labels])
 }
 
 async fn drain(mut events: rumqttc::EventLoop, tx: mpsc::Sender<rumqttc::Publish>) {
