@@ -770,7 +770,7 @@ async fn resolve(
             let spec = spec.clone();
             tokio::task::spawn_blocking(move || match modules::admit(&spec, &bytes, &blobs) {
                 Ok((ready, summary)) => (Resolution::Ready(ready), Some(summary)),
-                Err(problem) => (Resolution::Refused(problem.clone()), Some(problem.message)),
+                Err(problem) => modules::refused(problem),
             })
             .await
             .unwrap_or((Resolution::Pending, None))

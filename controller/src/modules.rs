@@ -149,6 +149,17 @@ pub fn admit(
     ))
 }
 
+/// What a failed [`admit`] means: the module is refused, unless the store could not take it (a
+/// full or failing disk is not the module's fault: it is tried again).
+pub fn refused(problem: Problem) -> (Resolution, Option<String>) {
+    let message = problem.message.clone();
+    if problem.reason == "StoreFailed" {
+        (Resolution::Unavailable(problem), Some(message))
+    } else {
+        (Resolution::Refused(problem), Some(message))
+    }
+}
+
 /// Resolves a module whose spec names a file (standalone mode), relative to `base_dir`.
 pub fn resolve_file(
     spec: &HandlerModuleSpec,
@@ -167,7 +178,7 @@ pub fn resolve_file(
     };
     match admit(spec, &bytes, blobs) {
         Ok((ready, summary)) => (Resolution::Ready(ready), Some(summary)),
-        Err(problem) => (Resolution::Refused(problem.clone()), Some(problem.message)),
+        Err(problem) => refused(problem),
     }
 }
 
