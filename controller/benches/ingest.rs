@@ -237,6 +237,7 @@ fn fresh_status(node: &NodeId, started_at_ms: u64) -> NodeStatus {
             ClassStatus {
                 class: ClassId::new("thermo").unwrap(),
                 generation: Some(3),
+                shadow: None,
                 rollout: None,
                 active: Some(thermostat.clone()),
                 previous: Some(module("thermostat", "1.1.0")),
@@ -253,6 +254,7 @@ fn fresh_status(node: &NodeId, started_at_ms: u64) -> NodeStatus {
             ClassStatus {
                 class: ClassId::new("meter").unwrap(),
                 generation: Some(1),
+                shadow: None,
                 rollout: None,
                 active: Some(meter.clone()),
                 previous: None,

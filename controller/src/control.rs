@@ -561,6 +561,7 @@ impl Controller {
                     generation: *generation,
                     issued_at_ms: now,
                     rollout: None,
+                    shadow: None,
                     handler: handler.clone(),
                 };
                 assignment.validate().map_err(|e| e.to_string())?;

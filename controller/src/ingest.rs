@@ -1175,6 +1175,7 @@ mod tests {
         ClassStatus {
             class: ClassId::new(name).unwrap(),
             generation: Some(1),
+            shadow: None,
             rollout: None,
             active: Some(active.clone()),
             previous: None,

@@ -105,6 +105,7 @@ impl StatusReporter {
                 seen_devices: seen,
                 interactions_per_sec: class_rate,
                 modules,
+                shadow: None,
             });
         }
         // Classes not (yet) running: a first module still downloading, or refused.
@@ -124,6 +125,7 @@ impl StatusReporter {
                 seen_devices: 0,
                 interactions_per_sec: 0.0,
                 modules: Vec::new(),
+                shadow: None,
             });
         }
         let depth = p.store.outbox_depth().map(|d| d.entries).unwrap_or(0);

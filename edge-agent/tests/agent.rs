@@ -132,6 +132,7 @@ async fn bad_input_is_refused_with_an_event_and_the_agent_stays_healthy() {
         class: ClassId::new("lock").unwrap(),
         generation: 1,
         issued_at_ms: 0,
+        shadow: None,
         rollout: None,
         handler: Some(HandlerSpec {
             module: manifest,

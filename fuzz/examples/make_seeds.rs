@@ -84,6 +84,7 @@ fn assignment() -> Assignment {
         class: class(),
         generation: 7,
         issued_at_ms: 1_767_000_000_000,
+        shadow: None,
         rollout: Some(Rollout {
             id: "thermostat-7".into(),
             stage: RolloutStage::Wave(2),
@@ -107,6 +108,7 @@ fn cbor_messages() -> Seeds {
     status.classes.push(ClassStatus {
         class: class(),
         generation: Some(7),
+        shadow: None,
         rollout: assignment().rollout,
         active: Some(module.clone()),
         previous: None,

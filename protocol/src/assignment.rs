@@ -49,6 +49,11 @@ pub struct Assignment {
     /// class's devices and unsubscribes. A withdrawal is signed and retained like any assignment, so
     /// an agent that was offline still learns of it, and no unsigned message can stop a class.
     pub handler: Option<HandlerSpec>,
+    /// A version to try beside `handler` without acting on it (a rollout's shadow step): the agent
+    /// runs it on the same interactions, compares its outputs with the handler's, commits and sends
+    /// nothing of it, and reports the agreement in its status ([`crate::status::ShadowReport`]).
+    #[serde(default)]
+    pub shadow: Option<HandlerSpec>,
 }
 
 /// The handler a class runs with.
@@ -77,6 +82,9 @@ pub struct Rollout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RolloutStage {
+    /// The first nodes run the new module beside the current one, as a shadow (see
+    /// [`Assignment::shadow`]); nothing it produces is acted upon.
+    Shadow,
     /// The first nodes to get the new module; their health decides whether the rollout goes on.
     Canary,
     /// Wave `n` (from 1) after the canaries.
@@ -90,6 +98,7 @@ pub enum RolloutStage {
 impl fmt::Display for RolloutStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            RolloutStage::Shadow => f.write_str("shadow"),
             RolloutStage::Canary => f.write_str("canary"),
             RolloutStage::Wave(n) => write!(f, "wave {n}"),
             RolloutStage::Complete => f.write_str("complete"),
@@ -128,6 +137,18 @@ pub enum AssignmentError {
         /// The class it names.
         found: ClassId,
     },
+    /// With its shadow it is larger than an assignment may be.
+    #[error(
+        "assignment with its shadow is {len} bytes, over the {} allowed: use larger chunks",
+        Assignment::MAX_PAYLOAD_LEN
+    )]
+    TooLarge {
+        /// Its encoded length.
+        len: usize,
+    },
+    /// It has a shadow but no handler: a shadow only runs beside a handler.
+    #[error("assignment has a shadow module but no handler to run it beside")]
+    ShadowWithoutHandler,
     /// Its rollout id is empty or longer than [`MAX_ROLLOUT_ID_LEN`].
     #[error("rollout id is {len} bytes long; 1 to {MAX_ROLLOUT_ID_LEN} are allowed")]
     BadRolloutId {
@@ -183,8 +204,8 @@ impl Assignment {
         Ok(())
     }
 
-    /// Checks the rollout id, the manifest, the limits, the config size, and that the module fits the
-    /// limits' `max_module_bytes`.
+    /// Checks the rollout id and the handler (and shadow): manifest, limits, config size, and that
+    /// the module fits the limits' `max_module_bytes`.
     pub fn validate(&self) -> Result<(), AssignmentError> {
         if let Some(rollout) = &self.rollout
             && (rollout.id.is_empty() || rollout.id.len() > MAX_ROLLOUT_ID_LEN)
@@ -193,9 +214,40 @@ impl Assignment {
                 len: rollout.id.len(),
             });
         }
-        let Some(handler) = &self.handler else {
-            return Ok(());
-        };
+        match (&self.handler, &self.shadow) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(AssignmentError::ShadowWithoutHandler),
+            (Some(handler), None) => handler.validate(),
+            (Some(handler), Some(shadow)) => {
+                handler.validate()?;
+                shadow.validate()?;
+                // One largest handler fits by construction, two need not (a module of thousands
+                // of minimum-size chunks): the whole payload must still fit.
+                let len = crate::codec::encode(self).len();
+                if len > Self::MAX_PAYLOAD_LEN {
+                    return Err(AssignmentError::TooLarge { len });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// How this assignment's generation compares with `applied`, the generation the node applied
+    /// last for this class (`None` if none).
+    pub fn freshness(&self, applied: Option<u64>) -> Freshness {
+        match applied {
+            Some(applied) if self.generation < applied => Freshness::Stale,
+            Some(applied) if self.generation == applied => Freshness::Current,
+            _ => Freshness::Newer,
+        }
+    }
+}
+
+impl HandlerSpec {
+    /// Checks the manifest, the limits, the config size, and that the module fits the limits'
+    /// `max_module_bytes`.
+    fn validate(&self) -> Result<(), AssignmentError> {
+        let handler = self;
         handler.module.validate()?;
         handler.limits.validate()?;
         if handler.config.len() > MAX_CONFIG_BYTES {
@@ -210,16 +262,6 @@ impl Assignment {
             });
         }
         Ok(())
-    }
-
-    /// How this assignment's generation compares with `applied`, the generation the node applied
-    /// last for this class (`None` if none).
-    pub fn freshness(&self, applied: Option<u64>) -> Freshness {
-        match applied {
-            Some(applied) if self.generation < applied => Freshness::Stale,
-            Some(applied) if self.generation == applied => Freshness::Current,
-            _ => Freshness::Newer,
-        }
     }
 }
 
@@ -239,6 +281,7 @@ mod tests {
             class: ClassId::new("thermo").unwrap(),
             generation: 7,
             issued_at_ms: 1_700_000_000_000,
+            shadow: None,
             rollout: Some(Rollout {
                 id: "thermo-3".into(),
                 stage: RolloutStage::Wave(2),
@@ -330,6 +373,21 @@ mod tests {
         let mut a = assignment();
         a.handler.as_mut().unwrap().module.chunks.clear();
         assert!(matches!(a.validate(), Err(AssignmentError::Manifest(_))));
+
+        // A shadow is checked like the handler, and only runs beside one.
+        let mut a = assignment();
+        a.shadow = a.handler.clone();
+        assert_eq!(a.validate(), Ok(()));
+        a.shadow.as_mut().unwrap().config = vec![0; MAX_CONFIG_BYTES + 1];
+        assert_eq!(
+            a.validate(),
+            Err(AssignmentError::ConfigTooLarge {
+                len: MAX_CONFIG_BYTES + 1
+            })
+        );
+        let mut a = assignment();
+        a.shadow = a.handler.take();
+        assert_eq!(a.validate(), Err(AssignmentError::ShadowWithoutHandler));
     }
 
     #[test]
@@ -353,6 +411,12 @@ mod tests {
         a.generation = u64::MAX;
         a.issued_at_ms = u64::MAX;
         assert_eq!(a.validate(), Ok(()));
+        let mut twice = a.clone();
+        twice.shadow = twice.handler.clone();
+        assert!(matches!(
+            twice.validate(),
+            Err(AssignmentError::TooLarge { len }) if len > Assignment::MAX_PAYLOAD_LEN
+        ));
 
         let signed = SigningKey::generate().unwrap().sign(&a);
         assert!(

@@ -134,6 +134,45 @@ pub struct ClassStatus {
     /// Counters per module version run since `started_at_ms` (the active, previous and quarantined
     /// ones at least).
     pub modules: Vec<ModuleStats>,
+    /// The shadow version the assignment asks to try beside the active one, and how it agrees.
+    #[serde(default)]
+    pub shadow: Option<ShadowReport>,
+}
+
+/// Longest [`Divergence::detail`], in bytes.
+pub const MAX_DIVERGENCE_DETAIL_BYTES: usize = 512;
+
+/// Most [`ShadowReport::examples`] an agent reports.
+pub const MAX_DIVERGENCE_EXAMPLES: usize = 3;
+
+/// How a shadow version's outputs compared with the active version's on the same interactions,
+/// since `started_at_ms` (or since the shadow was assigned, if later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowReport {
+    /// The shadow version.
+    pub module: ModuleRef,
+    /// Interactions both versions ran and were compared on.
+    pub compared: u64,
+    /// Of which both produced the same commands, upstream messages and new state (or failed
+    /// alike).
+    pub agreed: u64,
+    /// Interactions the shadow could not run (its module not loaded yet, quarantined, or the node
+    /// too busy to run both); not compared.
+    pub skipped: u64,
+    /// The latest divergences (at most [`MAX_DIVERGENCE_EXAMPLES`], newest last).
+    pub examples: Vec<Divergence>,
+}
+
+/// One interaction on which the shadow version disagreed with the active one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Divergence {
+    /// When, in ms since the UNIX epoch.
+    pub at_ms: u64,
+    /// The device whose message it was.
+    pub device: String,
+    /// What differed, for humans (at most [`MAX_DIVERGENCE_DETAIL_BYTES`]), e.g.
+    /// `commands: active [{"heat":true}], shadow []`.
+    pub detail: String,
 }
 
 /// A module being fetched.
@@ -268,6 +307,7 @@ mod tests {
             class: thermo.clone(),
             generation: Some(3),
             rollout: None,
+            shadow: None,
             active: Some(module("b")),
             previous: Some(module("a")),
             pending: None,

@@ -6,7 +6,8 @@ use edgefleet_protocol::codec::{self, CodecError};
 use edgefleet_protocol::manifest::MIN_CHUNK_SIZE;
 use edgefleet_protocol::signing::SignatureError;
 use edgefleet_protocol::status::{
-    ErrorReport, LinkState, LinkStatus, ModuleStats, OutboxStatus, PendingModule,
+    Divergence, ErrorReport, LinkState, LinkStatus, ModuleStats, OutboxStatus, PendingModule,
+    ShadowReport,
 };
 use edgefleet_protocol::wire::WireError;
 use edgefleet_protocol::*;
@@ -50,6 +51,7 @@ fn assignment() -> Assignment {
         class: class(),
         generation: 1_750_000_000_123,
         issued_at_ms: 1_750_000_000_123,
+        shadow: None,
         rollout: Some(Rollout {
             id: "thermostat-4".into(),
             stage: RolloutStage::Canary,
@@ -102,6 +104,17 @@ fn status() -> NodeStatus {
         classes: vec![ClassStatus {
             class: class(),
             generation: Some(1_750_000_000_123),
+            shadow: Some(ShadowReport {
+                module: previous.clone(),
+                compared: 900,
+                agreed: 899,
+                skipped: 3,
+                examples: vec![Divergence {
+                    at_ms: 1_750_000_054_000,
+                    device: "t-17".into(),
+                    detail: "commands: active [{\"heat\":true}], shadow []".into(),
+                }],
+            }),
             rollout: Some(Rollout {
                 id: "thermostat-4".into(),
                 stage: RolloutStage::Wave(2),

@@ -199,6 +199,7 @@ impl Fleet {
             class: ClassId::new(class).unwrap(),
             generation,
             issued_at_ms: 0,
+            shadow: None,
             rollout: None,
             handler: Some(HandlerSpec {
                 module: manifest,
