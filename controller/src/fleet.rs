@@ -359,6 +359,7 @@ mod tests {
                 config: Some(serde_json::json!({"setpoint_c": 21.0})),
                 limits: Limits::default(),
                 node_selector: selector,
+                rollout: None,
             },
         }
     }

@@ -33,6 +33,7 @@ pub mod modules;
 pub mod objects;
 pub mod oci;
 pub mod resources;
+pub mod rollout;
 pub mod run;
 pub mod sink;
 pub mod status;

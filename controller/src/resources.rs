@@ -218,6 +218,12 @@ pub struct HandlerModuleStatus {
         json_path = ".status.failingNodes"
     ),
     printcolumn(
+        name = "Rollout",
+        type_ = "string",
+        json_path = ".status.rollout.phase"
+    ),
+    printcolumn(name = "Step", type_ = "string", json_path = ".status.rollout.step"),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
@@ -244,6 +250,123 @@ pub struct DeviceClassSpec {
     /// Kubernetes Node of the same name). An empty selector selects every node; no selector, none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
+    /// How a new version reaches the selected nodes: in stages gated on their health (see
+    /// docs/rollouts.md). Without it a new version goes to every node at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStrategy>,
+}
+
+/// The annotation through which an operator acts on a class's rollout once: `abort`, `undo`,
+/// `promote` or `retry`, optionally followed by `:` and anything that makes the value new
+/// (`edgefleet rollout` writes `promote:<time>`). The controller acts on each new value once.
+pub const ROLLOUT_ACTION_ANNOTATION: &str = "edgefleet.dev/rollout-action";
+
+/// A staged rollout: an optional shadow step, a canary, then waves that grow, each gated by the
+/// health of the new version measured from node status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.progressDeadlineSeconds) || !has(self.gate) || !has(self.gate.bakeSeconds) || self.progressDeadlineSeconds > self.gate.bakeSeconds").message("progressDeadlineSeconds must be longer than gate.bakeSeconds, or no step could ever pass"))]
+pub struct RolloutStrategy {
+    /// Run the new version beside the stable one on the canary nodes first, acting only on the
+    /// stable one's outputs, and compare them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStep>,
+    /// The first nodes to run the new version (default: 1 node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<StepSize>,
+    /// How the waves after the canary grow (default: base 1, factor 2, no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<Waves>,
+    /// What each step must show before the next one starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+    /// A step that has not passed its gate after this long ends the rollout as `onDeadline`
+    /// says (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub progress_deadline_seconds: Option<u32>,
+    /// `Rollback` (the default) or `Pause` when the progress deadline passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_deadline: Option<DeadlineAction>,
+    /// Hold the rollout where it is: no new node gets the new version until this is false again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// A number of nodes, or a share of the selected ones (rounded up, at least 1).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.nodes) != has(self.percent)").message("set exactly one of nodes and percent"))]
+pub struct StepSize {
+    /// Nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub nodes: Option<u32>,
+    /// Percent of the selected nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: Option<u32>,
+}
+
+/// Waves of `base × factor^(i-1)` nodes (wave `i` from 1), each at most `cap`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Waves {
+    /// Nodes in the first wave (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub base: Option<u32>,
+    /// How much each wave grows over the one before (default 2; 1 keeps them equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub factor: Option<f64>,
+    /// The largest wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<StepSize>,
+}
+
+/// The health a step must show: enough interactions on the new version, a fault rate not worse
+/// than the stable version's over the same window by more than allowed, and a bake time.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Gate {
+    /// Interactions the new version must have run in the step, over its nodes (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_interactions: Option<u64>,
+    /// How much the new version's fault rate (traps, timeouts, crashes, limit violations per
+    /// interaction) may exceed the stable version's, as a fraction (default 0.01: one point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_fault_rate_increase: Option<f64>,
+    /// How long a step runs at least, in seconds (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 86400))]
+    pub bake_seconds: Option<u32>,
+}
+
+/// The shadow step: the canary nodes run the new version beside the stable one, acting only on
+/// the stable one's outputs, until enough interactions were compared.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowStep {
+    /// Interactions to compare (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_compared: Option<u64>,
+    /// The share of them on which both versions must agree (default 1.0: all). A version that
+    /// changes behaviour on purpose needs a lower bar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_agreement: Option<f64>,
+}
+
+/// What a rollout does when a step misses its progress deadline.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeadlineAction {
+    /// Give every node the stable version back.
+    #[default]
+    Rollback,
+    /// Hold where it is until an operator acts.
+    Pause,
 }
 
 /// Per-class limits; each unset field keeps the default of `edgefleet_protocol::ClassLimits`.
@@ -317,9 +440,51 @@ pub struct DeviceClassStatus {
     /// What each version in use does across the fleet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionStatus>,
+    /// The latest rollout of the class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// `Ready`: every selected node runs the target version. `Degraded`: some node fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Where a class's latest rollout stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The rollout's id (the target version and a digest of its handler).
+    pub id: String,
+    /// `Progressing`, `Paused`, `Completed`, `RolledBack` or `Failed`.
+    pub phase: String,
+    /// The step, `i/n name` (`2/4 wave 1`).
+    pub step: String,
+    /// The version the fleet falls back to (`name version`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_version: Option<String>,
+    /// The version being rolled out.
+    pub target_version: String,
+    /// Selected nodes assigned the target version.
+    pub updated_nodes: u32,
+    /// Of those, nodes that report it active and healthy.
+    pub healthy_nodes: u32,
+    /// Of those, nodes that quarantined it or fell back from it.
+    pub failing_nodes: u32,
+    /// Selected nodes still to be updated (or to be rolled back).
+    pub pending_nodes: u32,
+    /// The gate's latest measurement and verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// The shadow step's comparison and examples of divergence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
+    /// Why the rollout is where it is.
+    pub message: String,
+    /// When the current step started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<String>,
+    /// The last operator action carried out (the annotation's value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<String>,
 }
 
 /// One module version of a class across the fleet.
