@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use edgefleet_protocol::tls::{BrokerUrl, BrokerUrlError};
+use edgefleet_sandbox::WorkerCommand;
 use serde::Deserialize;
 
 /// Settings of `edgefleet-controller run`.
@@ -59,6 +60,14 @@ pub struct RunArgs {
     /// Cluster mode: this replica's name in the Lease (the downward API sets POD_NAME).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The sandbox worker (edgefleet-sandbox-worker) that runs modules' test vectors; default:
+    /// beside this binary. Needed only by modules that declare test vectors.
+    #[arg(long, env = "EDGEFLEET_WORKER_BINARY")]
+    pub worker_binary: Option<PathBuf>,
+    /// Where the sandbox caches compiled modules while their test vectors run (default:
+    /// <data-dir>/artefacts).
+    #[arg(long, env = "EDGEFLEET_ARTEFACT_DIR")]
+    pub artefact_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +88,8 @@ struct FileConfig {
     lease: Option<String>,
     namespace: Option<String>,
     identity: Option<String>,
+    worker_binary: Option<PathBuf>,
+    artefact_dir: Option<PathBuf>,
 }
 
 /// Mutual TLS files.
@@ -132,6 +143,10 @@ pub struct Config {
     pub registry_ca: Option<PathBuf>,
     /// Plain-HTTP registries.
     pub insecure_registries: Vec<String>,
+    /// The sandbox worker for test vectors.
+    pub worker_binary: PathBuf,
+    /// The sandbox's artefact cache.
+    pub artefact_dir: PathBuf,
 }
 
 /// What is wrong with the configuration, and where to fix it.
@@ -262,12 +277,21 @@ impl Config {
         };
         let mut insecure_registries = args.insecure_registries;
         insecure_registries.extend(file.insecure_registries);
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/edgefleet-controller"));
         Ok(Config {
             mode,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/edgefleet-controller")),
+            worker_binary: args
+                .worker_binary
+                .or(file.worker_binary)
+                .unwrap_or_else(|| WorkerCommand::beside_current_exe().program),
+            artefact_dir: args
+                .artefact_dir
+                .or(file.artefact_dir)
+                .unwrap_or_else(|| data_dir.join("artefacts")),
+            data_dir,
             cloud_broker,
             tls,
             signing_key,
@@ -319,6 +343,29 @@ mod tests {
         assert_eq!(config.cloud_broker.host, "flag");
         assert!(matches!(config.mode, Mode::Standalone { .. }));
         assert!(config.tls.is_none());
+        // The test vectors' sandbox: the worker beside this binary, artefacts under the data dir.
+        assert!(
+            config.worker_binary.ends_with("edgefleet-sandbox-worker"),
+            "{:?}",
+            config.worker_binary
+        );
+        assert_eq!(
+            config.artefact_dir,
+            Path::new("/var/lib/edgefleet-controller/artefacts")
+        );
+        std::fs::write(
+            &path,
+            "cloud_broker = \"mqtt://file:1883\"\nsigning_key = \"/k.pem\"\nobjects = \"/o\"\n\
+             data_dir = \"/d\"\nworker_binary = \"/opt/w\"\n",
+        )
+        .unwrap();
+        let config = Config::load(RunArgs {
+            config: Some(path.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(config.worker_binary, Path::new("/opt/w"));
+        assert_eq!(config.artefact_dir, Path::new("/d/artefacts"));
 
         let error = Config::load(RunArgs {
             cloud_broker: Some("mqtts://broker".into()),

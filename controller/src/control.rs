@@ -41,6 +41,8 @@ pub struct Settings {
     pub registry: Option<Arc<crate::oci::Registry>>,
     /// How status writes are paced.
     pub write_policy: WritePolicy,
+    /// Runs modules' test vectors before they become ready.
+    pub vectors: Arc<crate::vectors::Runner>,
 }
 
 /// What the loop reports to readiness.
@@ -348,9 +350,11 @@ impl Controller {
             let blobs = self.settings.blobs.clone();
             let files_dir = self.settings.files_dir.clone();
             let registry = self.settings.registry.clone();
+            let vectors = self.settings.vectors.clone();
             let done = done.clone();
             tokio::spawn(async move {
-                let (resolution, admission) = resolve(&spec, files_dir, registry, blobs).await;
+                let (resolution, admission) =
+                    resolve(&spec, files_dir, registry, blobs, vectors).await;
                 let _ = done
                     .send(Resolved {
                         name,
@@ -718,12 +722,14 @@ impl Controller {
     }
 }
 
-/// Fetches and admits one module.
+/// Fetches and admits one module, and runs its test vectors (admission and vectors off the async
+/// threads: the vectors run in sandbox worker processes).
 async fn resolve(
     spec: &HandlerModuleSpec,
     files_dir: Option<PathBuf>,
     registry: Option<Arc<crate::oci::Registry>>,
     blobs: Blobs,
+    vectors: Arc<crate::vectors::Runner>,
 ) -> (Resolution, Option<String>) {
     if let Some(file) = &spec.file {
         let Some(dir) = files_dir else {
@@ -739,7 +745,7 @@ async fn resolve(
         let spec = spec.clone();
         let file = file.clone();
         return tokio::task::spawn_blocking(move || {
-            modules::resolve_file(&spec, &file, &dir, &blobs)
+            modules::resolve_file(&spec, &file, &dir, &blobs, &vectors)
         })
         .await
         .unwrap_or((Resolution::Pending, None));
@@ -769,9 +775,11 @@ async fn resolve(
         Ok(pulled) => {
             let bytes = pulled.wasm;
             let spec = spec.clone();
-            tokio::task::spawn_blocking(move || match modules::admit(&spec, &bytes, &blobs) {
-                Ok((ready, summary)) => (Resolution::Ready(ready), Some(summary)),
-                Err(problem) => modules::refused(problem),
+            tokio::task::spawn_blocking(move || {
+                match modules::admit(&spec, &bytes, &blobs, &vectors) {
+                    Ok((ready, summary)) => (Resolution::Ready(ready), Some(summary)),
+                    Err(problem) => modules::refused(problem),
+                }
             })
             .await
             .unwrap_or((Resolution::Pending, None))

@@ -12,6 +12,7 @@
 //! | [`oci`] | modules as OCI artifacts: push, pull by digest, verification |
 //! | [`ingest`] | node statuses and events → paced EdgeNode status writes (pure) |
 //! | [`status`] | HandlerModule and DeviceClass status (pure) |
+//! | [`vectors`] | modules' test vectors, run in the sandbox before they are ready |
 //! | [`cloud`] | the cloud broker connection |
 //! | [`control`] | the loop tying them together |
 //! | [`kube`] | cluster mode: watches and status by server-side apply |
@@ -37,3 +38,4 @@ pub mod rollout;
 pub mod run;
 pub mod sink;
 pub mod status;
+pub mod vectors;

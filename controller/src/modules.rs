@@ -6,6 +6,10 @@
 //! store may be chunked and published; a module that fails either is [`Resolution::Refused`] and
 //! its HandlerModule's `Ready` condition says why. A registry that cannot be reached is not a
 //! refusal: the module stays [`Resolution::Unavailable`] and is tried again.
+//!
+//! A module that declares test vectors must also pass them (`vectors`, in the sandbox) before it is
+//! stored: one that fails a case is refused (`TestVectorFailed`, with the difference); one this
+//! controller cannot run (no sandbox worker) is unavailable until it can.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -16,6 +20,7 @@ use edgefleet_protocol::{ClassLimits, GUEST_ABI_VERSION, ModuleManifest, Sha256D
 
 use crate::fleet::{Problem, ReadyModule, Resolution};
 use crate::resources::HandlerModuleSpec;
+use crate::vectors::{Runner, VectorError};
 
 /// The content-addressed store of admitted module binaries.
 #[derive(Debug, Clone)]
@@ -90,11 +95,13 @@ fn widest_limits() -> ClassLimits {
     }
 }
 
-/// Checks a binary against the spec and admission, stores it, and describes it.
+/// Checks a binary against the spec, admission and its test vectors, stores it, and describes
+/// it. Blocks (the vectors run in worker processes): call it off the async threads.
 pub fn admit(
     spec: &HandlerModuleSpec,
     bytes: &[u8],
     blobs: &Blobs,
+    vectors: &Runner,
 ) -> Result<(ReadyModule, String), Problem> {
     let sha256 = Sha256Digest::of(bytes);
     if let Some(expected) = &spec.sha256
@@ -124,6 +131,7 @@ pub fn admit(
         DEFAULT_CHUNK_SIZE,
     )
     .map_err(|e| Problem::new("InvalidManifest", e.to_string()))?;
+    let passed = run_vectors(spec, bytes, vectors)?;
     blobs.put(bytes).map_err(|e| {
         Problem::new(
             "StoreFailed",
@@ -131,13 +139,18 @@ pub fn admit(
         )
     })?;
     let summary = format!(
-        "admitted: guest ABI v{}, memory at least {} pages{}",
+        "admitted: guest ABI v{}, memory at least {} pages{}{}",
         spec.abi_version,
         admitted.memory.min_pages,
         if admitted.rewritten_memory {
             ", own memory rewritten to an import"
         } else {
             ""
+        },
+        match passed {
+            0 => String::new(),
+            1 => "; 1 test vector passed".to_string(),
+            n => format!("; {n} test vectors passed"),
         }
     );
     Ok((
@@ -149,11 +162,43 @@ pub fn admit(
     ))
 }
 
+/// Runs the spec's test vectors, if any; how many passed, or why the module cannot be ready.
+fn run_vectors(spec: &HandlerModuleSpec, bytes: &[u8], vectors: &Runner) -> Result<usize, Problem> {
+    if spec.test_vectors.is_empty() {
+        return Ok(0);
+    }
+    let label = format!("{}@{}", spec.module, spec.version);
+    let count = spec.test_vectors.len();
+    let report = vectors
+        .run(&label, bytes, &spec.test_vectors)
+        .map_err(|e| match e {
+            VectorError::Start(e) => Problem::new(
+                "SandboxUnavailable",
+                format!(
+                    "the module declares {count} test vectors, and this controller has no sandbox \
+                     to run them in: {e}. Install edgefleet-sandbox-worker beside \
+                     edgefleet-controller, or give its path with --worker-binary \
+                     (EDGEFLEET_WORKER_BINARY, worker_binary in the config file); the module is \
+                     tried again"
+                ),
+            ),
+            VectorError::Unavailable(_) => Problem::new(
+                "SandboxUnavailable",
+                format!("{e} (the module declares {count} test vectors); it is tried again"),
+            ),
+        })?;
+    match report.failure() {
+        Some(failure) => Err(Problem::new("TestVectorFailed", failure)),
+        None => Ok(report.passed()),
+    }
+}
+
 /// What a failed [`admit`] means: the module is refused, unless the store could not take it (a
-/// full or failing disk is not the module's fault: it is tried again).
+/// full or failing disk is not the module's fault) or no sandbox could run its test vectors: then
+/// it is tried again.
 pub fn refused(problem: Problem) -> (Resolution, Option<String>) {
     let message = problem.message.clone();
-    if problem.reason == "StoreFailed" {
+    if matches!(problem.reason, "StoreFailed" | "SandboxUnavailable") {
         (Resolution::Unavailable(problem), Some(message))
     } else {
         (Resolution::Refused(problem), Some(message))
@@ -166,6 +211,7 @@ pub fn resolve_file(
     file: &str,
     base_dir: &Path,
     blobs: &Blobs,
+    vectors: &Runner,
 ) -> (Resolution, Option<String>) {
     let path = base_dir.join(file);
     let bytes = match read_capped(&path) {
@@ -176,7 +222,7 @@ pub fn resolve_file(
         }
         Err(problem) => return (Resolution::Unavailable(problem), None),
     };
-    match admit(spec, &bytes, blobs) {
+    match admit(spec, &bytes, blobs, vectors) {
         Ok((ready, summary)) => (Resolution::Ready(ready), Some(summary)),
         Err(problem) => refused(problem),
     }

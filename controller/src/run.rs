@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgefleet_protocol::SigningKey;
+use edgefleet_sandbox::WorkerCommand;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -75,6 +76,18 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         crate::oci::Registry::new(config.registry_ca.as_deref(), &config.insecure_registries)
             .map_err(|e| RunError::Registry(e.to_string()))?,
     );
+    // The sandbox for test vectors starts when a module first declares some.
+    let vectors = Arc::new(crate::vectors::Runner::new(
+        WorkerCommand::new(&config.worker_binary),
+        &config.artefact_dir,
+    ));
+    if !config.worker_binary.is_file() {
+        tracing::warn!(
+            worker = %config.worker_binary.display(),
+            "no sandbox worker there: modules that declare test vectors stay unavailable \
+             (install edgefleet-sandbox-worker there, or set --worker-binary)"
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     let mut registry_metrics = Registry::default();
     metrics.register(&mut registry_metrics);
@@ -98,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             writes_per_s: config.status_writes_per_s,
             ..WritePolicy::default()
         },
+        vectors: vectors.clone(),
     };
     match &config.mode {
         Mode::Standalone { objects } => {
