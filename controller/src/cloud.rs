@@ -7,6 +7,9 @@
 //! `ef/v1/fleet/controller/sync/<nonce>`: the broker delivers a connection's messages in order, so
 //! the marker arrives after every retained message of the subscriptions made before it.
 //!
+//! The rollout records (`rollout`) are retained on `ef/v1/fleet/controller/rollout/<class>` and
+//! read back the same way.
+//!
 //! A polling task owns the rumqttc event loop and never waits on the controller for long: what it
 //! receives goes into a bounded channel (when the controller falls behind, the task stops reading
 //! and TCP pushes back on the broker, which queues for the controller's persistent session). A lost
@@ -27,6 +30,17 @@ use tokio::sync::mpsc;
 
 /// Where the marker that ends a retained replay is published (the controller's own topic space).
 const SYNC_TOPIC_PREFIX: &str = "ef/v1/fleet/controller/sync";
+
+/// Where each class's rollout record is retained.
+const ROLLOUT_TOPIC_PREFIX: &str = "ef/v1/fleet/controller/rollout";
+
+/// The topic of a class's rollout record.
+pub fn rollout_topic(class: &str) -> String {
+    format!("{ROLLOUT_TOPIC_PREFIX}/{class}")
+}
+
+/// Largest rollout record read back, in bytes.
+const MAX_RECORD_BYTES: usize = MAX_UPLINK_PACKET_BYTES;
 
 /// How to reach the cloud broker.
 #[derive(Clone)]
@@ -71,6 +85,13 @@ pub enum FromCloud {
         index: u32,
         /// The digest of its bytes.
         digest: Option<Sha256Digest>,
+    },
+    /// A class's rollout record read back; `None` when it was removed.
+    Rollout {
+        /// The class of its topic.
+        class: String,
+        /// The record.
+        record: Option<Box<crate::rollout::Record>>,
     },
     /// A message that could not be decoded: counted and logged, otherwise ignored.
     Refused {
@@ -152,6 +173,7 @@ async fn poll(client: AsyncClient, mut eventloop: rumqttc::EventLoop, tx: mpsc::
                         topic::NODE_EVENT_FILTER.to_string(),
                         "ef/v1/node/+/assign/+".to_string(),
                         "ef/v1/module/+/chunk/+".to_string(),
+                        format!("{ROLLOUT_TOPIC_PREFIX}/+"),
                         marker.clone(),
                     ]
                     .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
@@ -189,6 +211,24 @@ fn decode(topic: &str, payload: &[u8]) -> FromCloud {
         topic: topic.chars().take(256).collect(),
         reason,
     };
+    if let Some(class) = topic
+        .strip_prefix(ROLLOUT_TOPIC_PREFIX)
+        .and_then(|t| t.strip_prefix('/'))
+    {
+        if payload.is_empty() {
+            return FromCloud::Rollout {
+                class: class.to_string(),
+                record: None,
+            };
+        }
+        return match edgefleet_protocol::codec::decode(payload, MAX_RECORD_BYTES) {
+            Ok(record) => FromCloud::Rollout {
+                class: class.to_string(),
+                record: Some(Box::new(record)),
+            },
+            Err(e) => refused(format!("rollout record: {e}")),
+        };
+    }
     let parsed = match Topic::parse(topic) {
         Ok(parsed) => parsed,
         Err(e) => return refused(e.to_string()),

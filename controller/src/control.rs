@@ -9,6 +9,10 @@
 //!
 //! Nothing is published before the cloud link has replayed what the broker holds (`Synced`), and
 //! only while this replica leads (`leading`): a follower ingests nothing and publishes nothing.
+//!
+//! A class's rollout (`rollout`) rewrites the plan of its nodes each round: the loop hands
+//! `rollout::decide` the record read back from the broker, what each node reports and the gate's
+//! window, which the loop fills from every node status as it arrives.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,12 +24,16 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cloud::{Cloud, FromCloud};
 use crate::distribution::{self, Action, Published, PublishedAssignment};
-use crate::fleet::{self, Class, Fleet, Module, Node, Resolution};
+use crate::fleet::{self, Class, Fleet, Module, Node, Planned, Resolution};
 use crate::ingest::{NodeTable, WritePolicy};
 use crate::metrics::Metrics;
 use crate::modules::{self, Blobs};
 use crate::objects::Objects;
-use crate::resources::{DeviceClassStatus, HandlerModuleSpec, HandlerModuleStatus};
+use crate::resources::{
+    DeviceClassStatus, HandlerModuleSpec, HandlerModuleStatus, ROLLOUT_ACTION_ANNOTATION,
+    RolloutStatus,
+};
+use crate::rollout::{self, NodeView, Record, Role, Window};
 use crate::sink::{Kind, Notice, Sink, SinkError};
 use crate::status;
 
@@ -84,6 +92,11 @@ pub struct Controller {
     nodes: NodeTable,
     module_status: BTreeMap<String, HandlerModuleStatus>,
     class_status: BTreeMap<String, DeviceClassStatus>,
+    /// Each class's rollout record, as published (read back, then as this loop publishes it).
+    rollouts: BTreeMap<String, Record>,
+    /// The gate's window of each class whose rollout is under way, with its target handler.
+    windows: BTreeMap<String, (edgefleet_protocol::HandlerSpec, Window)>,
+    rollout_status: BTreeMap<String, RolloutStatus>,
     dirty: bool,
     /// When the declared state last changed without a round having published it yet (the start
     /// of the publish lag).
@@ -118,6 +131,9 @@ impl Controller {
                 nodes,
                 module_status: BTreeMap::new(),
                 class_status: BTreeMap::new(),
+                rollouts: BTreeMap::new(),
+                windows: BTreeMap::new(),
+                rollout_status: BTreeMap::new(),
                 dirty: true,
                 changed_at: None,
                 notices: std::collections::VecDeque::new(),
@@ -194,7 +210,16 @@ impl Controller {
             FromCloud::Connected => {
                 self.synced = false;
                 self.published = Published::default();
+                self.rollouts.clear();
             }
+            FromCloud::Rollout { class, record } => match record {
+                Some(record) => {
+                    self.rollouts.insert(class, *record);
+                }
+                None => {
+                    self.rollouts.remove(&class);
+                }
+            },
             FromCloud::Synced => {
                 tracing::info!(
                     assignments = self.published.assignments.len(),
@@ -212,6 +237,7 @@ impl Controller {
                 // A node's first status can make it selected: plan at once. Other statuses only
                 // change class status, which the next tick's round recomputes.
                 let new_node = self.nodes.report(&status.node).is_none();
+                self.measure(&status);
                 let kind = if self.nodes.observe_status(*status, now) {
                     "taken"
                 } else {
@@ -290,6 +316,7 @@ impl Controller {
                 generation: assignment.generation,
                 key: signed.key_id(),
                 handler: assignment.handler,
+                shadow: assignment.shadow,
             }),
             Err(_) => {
                 let assignment: Assignment = edgefleet_protocol::codec::decode(
@@ -301,6 +328,7 @@ impl Controller {
                     generation: assignment.generation,
                     key: edgefleet_protocol::KeyId::of_public_key(&[0; 32]),
                     handler: assignment.handler,
+                    shadow: assignment.shadow,
                 })
             }
         }
@@ -484,9 +512,10 @@ impl Controller {
     async fn distribute(&mut self, cloud: &Cloud) {
         let started = std::time::Instant::now();
         let declared = self.declared();
-        let plan = fleet::plan(&declared);
+        let mut plan = fleet::plan(&declared);
         let key = self.settings.key.key_id();
         let now = now_ms();
+        let records = self.roll_out(&mut plan, now);
         let actions = distribution::diff(&plan, &self.published, key, now);
         for action in &actions {
             match self.carry_out(cloud, action, now).await {
@@ -496,6 +525,26 @@ impl Controller {
                     self.dirty = true;
                     break;
                 }
+            }
+        }
+        if !self.dirty {
+            for (class, record) in records {
+                let payload = record
+                    .as_ref()
+                    .map(edgefleet_protocol::codec::encode)
+                    .unwrap_or_default();
+                if let Err(e) = cloud
+                    .publish_retained(crate::cloud::rollout_topic(&class), payload)
+                    .await
+                {
+                    tracing::warn!(error = %e, %class, "rollout record not published; the next round retries");
+                    self.dirty = true;
+                    break;
+                }
+                match record {
+                    Some(record) => self.rollouts.insert(class, record),
+                    None => self.rollouts.remove(&class),
+                };
             }
         }
         if !actions.is_empty() {
@@ -558,14 +607,16 @@ impl Controller {
                 class,
                 generation,
                 handler,
+                shadow,
+                rollout,
             } => {
                 let assignment = Assignment {
                     node: node.clone(),
                     class: class.clone(),
                     generation: *generation,
                     issued_at_ms: now,
-                    rollout: None,
-                    shadow: None,
+                    rollout: rollout.clone(),
+                    shadow: shadow.clone(),
                     handler: handler.clone(),
                 };
                 assignment.validate().map_err(|e| e.to_string())?;
@@ -636,10 +687,160 @@ impl Controller {
                 self.class_status.get(name),
                 now,
             );
+            let mut status = status;
+            status.rollout = self.rollout_status.get(name).cloned();
             self.class_status.insert(name.clone(), status);
         }
         self.class_status
             .retain(|name, _| self.objects.classes.contains_key(name));
+    }
+
+    /// Adds what a node's status says to the gate windows of the rollouts under way.
+    fn measure(&mut self, status: &NodeStatus) {
+        if self.windows.is_empty() {
+            return;
+        }
+        // Counters restart with the agent: a status of another run has nothing to subtract.
+        let previous = self
+            .nodes
+            .report(&status.node)
+            .filter(|p| p.started_at_ms == status.started_at_ms);
+        for now in &status.classes {
+            let Some((target, window)) = self.windows.get_mut(now.class.as_str()) else {
+                continue;
+            };
+            let Some(assigned) = self
+                .published
+                .assignments
+                .get(&(status.node.clone(), now.class.clone()))
+                .and_then(|a| a.handler.as_ref())
+            else {
+                continue;
+            };
+            let role = if assigned == target {
+                Role::Target
+            } else {
+                Role::Stable
+            };
+            window.observe(
+                &status.node,
+                role,
+                assigned.module.sha256,
+                target.module.sha256,
+                previous.and_then(|p| p.class(&now.class)),
+                now,
+            );
+        }
+    }
+
+    /// Lets each class's rollout decide what its nodes run; returns the records to publish
+    /// (`None`: remove a deleted class's).
+    fn roll_out(&mut self, plan: &mut fleet::Plan, now: u64) -> Vec<(String, Option<Record>)> {
+        let mut changed = Vec::new();
+        let classes: Vec<(String, edgefleet_protocol::HandlerSpec, Vec<NodeId>)> = plan
+            .classes
+            .iter()
+            .filter_map(|(name, class_plan)| {
+                let handler = class_plan.handler.clone()?;
+                let nodes = class_plan
+                    .selected
+                    .iter()
+                    .filter(|n| !plan.cordoned.contains(*n))
+                    .cloned()
+                    .collect();
+                Some((name.clone(), handler, nodes))
+            })
+            .collect();
+        for (name, target, nodes) in classes {
+            let Ok(class) = ClassId::new(name.as_str()) else {
+                continue;
+            };
+            let declared = self.objects.classes.get(&name);
+            let views: BTreeMap<NodeId, NodeView<'_>> = nodes
+                .iter()
+                .map(|node| {
+                    let key = (node.clone(), class.clone());
+                    let view = NodeView {
+                        published: self
+                            .published
+                            .assignments
+                            .get(&key)
+                            .and_then(|a| a.handler.as_ref()),
+                        report: self.nodes.report(node).and_then(|r| r.class(&class)),
+                        online: self.nodes.presence(node).is_some_and(|p| p.is_online()),
+                    };
+                    (node.clone(), view)
+                })
+                .collect();
+            let empty = Window::default();
+            let decision = rollout::decide(&rollout::Input {
+                strategy: declared.and_then(|c| c.spec.rollout.as_ref()),
+                target: &target,
+                nodes: &views,
+                record: self.rollouts.get(&name),
+                action: declared
+                    .and_then(|c| c.annotations.get(ROLLOUT_ACTION_ANNOTATION))
+                    .map(String::as_str),
+                window: self.windows.get(&name).map_or(&empty, |(_, w)| w),
+                now_ms: now,
+            });
+            for node in &nodes {
+                plan.handlers.remove(&(node.clone(), class.clone()));
+            }
+            for (node, run) in decision.runs {
+                plan.handlers.insert(
+                    (node, class.clone()),
+                    Planned {
+                        handler: run.handler,
+                        shadow: run.shadow,
+                        rollout: Some(run.rollout),
+                    },
+                );
+            }
+            let record = decision.record;
+            if record.phase.is_active() {
+                if let Some(stable) = &record.stable {
+                    plan.retained
+                        .insert(stable.module.sha256, stable.module.clone());
+                }
+                let measuring = self
+                    .windows
+                    .get(&name)
+                    .is_some_and(|(_, w)| w.rollout == record.id && w.step == record.step);
+                if !measuring {
+                    self.windows.insert(
+                        name.clone(),
+                        (target.clone(), Window::new(&record.id, record.step)),
+                    );
+                }
+            } else {
+                self.windows.remove(&name);
+            }
+            for note in decision.notes {
+                tracing::info!(class = %name, reason = note.reason, "{}", note.message);
+                self.notice(Notice {
+                    kind: Kind::Class,
+                    name: name.clone(),
+                    warning: note.warning,
+                    reason: note.reason.to_string(),
+                    note: note.message,
+                });
+            }
+            self.rollout_status.insert(name.clone(), decision.status);
+            if self.rollouts.get(&name) != Some(&record) {
+                changed.push((name.clone(), Some(record)));
+            }
+        }
+        if !plan.hold_withdrawals {
+            for name in self.rollouts.keys() {
+                if !self.objects.classes.contains_key(name) {
+                    changed.push((name.clone(), None));
+                }
+            }
+        }
+        self.rollout_status
+            .retain(|name, _| self.objects.classes.contains_key(name));
+        changed
     }
 
     fn notice(&mut self, notice: Notice) {

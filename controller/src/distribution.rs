@@ -21,7 +21,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use edgefleet_protocol::{ClassId, HandlerSpec, KeyId, ModuleManifest, NodeId, Sha256Digest};
+use edgefleet_protocol::{
+    ClassId, HandlerSpec, KeyId, ModuleManifest, NodeId, Rollout, Sha256Digest,
+};
 
 use crate::fleet::Plan;
 
@@ -43,9 +45,13 @@ pub struct PublishedAssignment {
     pub key: KeyId,
     /// Its handler; `None` is a withdrawal.
     pub handler: Option<HandlerSpec>,
+    /// Its shadow handler, if any.
+    pub shadow: Option<HandlerSpec>,
 }
 
 /// One publication.
+// Actions live for one round and most are assignments: boxing them would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Publish these chunks of the module (retained).
@@ -65,6 +71,10 @@ pub enum Action {
         generation: u64,
         /// The handler, or `None`.
         handler: Option<HandlerSpec>,
+        /// A shadow handler, if any.
+        shadow: Option<HandlerSpec>,
+        /// The rollout step it belongs to.
+        rollout: Option<Rollout>,
     },
     /// Remove these retained chunks (empty retained publications).
     RemoveChunks {
@@ -79,15 +89,26 @@ pub enum Action {
 pub fn diff(plan: &Plan, published: &Published, key: KeyId, now_ms: u64) -> Vec<Action> {
     let mut assigns = Vec::new();
     // What each (node, class) holds once the actions are carried out.
-    let mut after: BTreeMap<&(NodeId, ClassId), Option<&HandlerSpec>> = BTreeMap::new();
+    let mut after: BTreeMap<&(NodeId, ClassId), [Option<&HandlerSpec>; 2]> = BTreeMap::new();
 
-    for (target, handler) in &plan.handlers {
+    for (target, planned) in &plan.handlers {
         let current = published.assignments.get(target);
-        let same = current.is_some_and(|p| p.key == key && p.handler.as_ref() == Some(handler));
+        let same = current.is_some_and(|p| {
+            p.key == key
+                && p.handler.as_ref() == Some(&planned.handler)
+                && p.shadow == planned.shadow
+        });
         if !same {
-            assigns.push(assign(target, current, Some(handler.clone()), now_ms));
+            assigns.push(assign(
+                target,
+                current,
+                Some(planned.handler.clone()),
+                planned.shadow.clone(),
+                planned.rollout.clone(),
+                now_ms,
+            ));
         }
-        after.insert(target, Some(handler));
+        after.insert(target, [Some(&planned.handler), planned.shadow.as_ref()]);
     }
     for (target, current) in &published.assignments {
         if plan.handlers.contains_key(target) {
@@ -96,15 +117,28 @@ pub fn diff(plan: &Plan, published: &Published, key: KeyId, now_ms: u64) -> Vec<
         let (node, class) = target;
         let keep =
             plan.hold_withdrawals || plan.held.contains(class) || plan.cordoned.contains(node);
-        let handler = if keep { current.handler.clone() } else { None };
-        if current.key != key || current.handler != handler {
-            assigns.push(assign(target, Some(current), handler, now_ms));
+        let (handler, shadow) = if keep {
+            (current.handler.clone(), current.shadow.clone())
+        } else {
+            (None, None)
+        };
+        if current.key != key || current.handler != handler || current.shadow != shadow {
+            assigns.push(assign(target, Some(current), handler, shadow, None, now_ms));
         }
-        after.insert(target, if keep { current.handler.as_ref() } else { None });
+        let kept = if keep {
+            [current.handler.as_ref(), current.shadow.as_ref()]
+        } else {
+            [None, None]
+        };
+        after.insert(target, kept);
     }
 
-    let mut needed: BTreeMap<Sha256Digest, &ModuleManifest> = BTreeMap::new();
-    for handler in after.values().flatten() {
+    let mut needed: BTreeMap<Sha256Digest, &ModuleManifest> = plan
+        .retained
+        .iter()
+        .map(|(sha, manifest)| (*sha, manifest))
+        .collect();
+    for handler in after.values().flatten().flatten() {
         needed.insert(handler.module.sha256, &handler.module);
     }
     let mut actions = Vec::new();
@@ -142,6 +176,8 @@ fn assign(
     (node, class): &(NodeId, ClassId),
     current: Option<&PublishedAssignment>,
     handler: Option<HandlerSpec>,
+    shadow: Option<HandlerSpec>,
+    rollout: Option<Rollout>,
     now_ms: u64,
 ) -> Action {
     let generation = current
@@ -152,6 +188,8 @@ fn assign(
         class: class.clone(),
         generation,
         handler,
+        shadow,
+        rollout,
     }
 }
 
@@ -169,6 +207,8 @@ pub fn record(published: &mut Published, action: &Action, key: KeyId) {
             class,
             generation,
             handler,
+            shadow,
+            ..
         } => {
             published.assignments.insert(
                 (node.clone(), class.clone()),
@@ -176,6 +216,7 @@ pub fn record(published: &mut Published, action: &Action, key: KeyId) {
                     generation: *generation,
                     key,
                     handler: handler.clone(),
+                    shadow: shadow.clone(),
                 },
             );
         }
@@ -197,7 +238,9 @@ pub fn referenced_modules(published: &Published) -> BTreeSet<Sha256Digest> {
     published
         .assignments
         .values()
-        .filter_map(|a| a.handler.as_ref().map(|h| h.module.sha256))
+        .flat_map(|a| [a.handler.as_ref(), a.shadow.as_ref()])
+        .flatten()
+        .map(|h| h.module.sha256)
         .collect()
 }
 
@@ -241,7 +284,8 @@ mod tests {
     fn plan_of(entries: &[(&str, &HandlerSpec)]) -> Plan {
         let mut plan = Plan::default();
         for (node, h) in entries {
-            plan.handlers.insert(target(node), (*h).clone());
+            plan.handlers
+                .insert(target(node), crate::fleet::Planned::handler((*h).clone()));
         }
         plan
     }
@@ -348,6 +392,7 @@ mod tests {
                 generation: 3,
                 key: old,
                 handler: None,
+                shadow: None,
             },
         );
         let actions = diff(&plan, &published, new, NOW + 1);

@@ -15,7 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use edgefleet_protocol::assignment::MAX_CONFIG_BYTES;
-use edgefleet_protocol::{ClassId, ClassLimits, HandlerSpec, ModuleManifest, ModuleRef, NodeId};
+use edgefleet_protocol::{
+    ClassId, ClassLimits, HandlerSpec, ModuleManifest, ModuleRef, NodeId, Rollout,
+};
 use kube::core::{Selector, SelectorExt};
 
 use crate::resources::{DeviceClassSpec, HandlerModuleSpec, Limits};
@@ -107,8 +109,8 @@ pub struct Fleet {
 /// What the fleet should run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
-    /// The handler each (node, class) runs.
-    pub handlers: BTreeMap<(NodeId, ClassId), HandlerSpec>,
+    /// What each (node, class) runs.
+    pub handlers: BTreeMap<(NodeId, ClassId), Planned>,
     /// Classes whose published assignments stay as they are (see the module documentation).
     pub held: BTreeSet<ClassId>,
     /// Cordoned nodes: their published assignments stay as they are.
@@ -117,6 +119,32 @@ pub struct Plan {
     pub hold_withdrawals: bool,
     /// Per class: its target and the nodes it selects, or why it is held.
     pub classes: BTreeMap<String, ClassPlan>,
+    /// Modules whose chunks stay published though no assignment names them: a rollout's stable
+    /// version, which every node may have to fall back to.
+    pub retained: BTreeMap<edgefleet_protocol::Sha256Digest, ModuleManifest>,
+}
+
+/// What one node runs for one class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// The handler.
+    pub handler: HandlerSpec,
+    /// A version to run beside it without acting on it (a rollout's shadow step).
+    pub shadow: Option<HandlerSpec>,
+    /// The rollout step this belongs to (a label on the assignment; changing it alone publishes
+    /// nothing).
+    pub rollout: Option<Rollout>,
+}
+
+impl Planned {
+    /// The handler alone, outside any rollout.
+    pub fn handler(handler: HandlerSpec) -> Planned {
+        Planned {
+            handler,
+            shadow: None,
+            rollout: None,
+        }
+    }
 }
 
 /// The plan of one class.
@@ -124,6 +152,8 @@ pub struct Plan {
 pub struct ClassPlan {
     /// The module version it distributes, if it can.
     pub target: Option<ModuleRef>,
+    /// The handler it distributes, if it can.
+    pub handler: Option<HandlerSpec>,
     /// The nodes it selects.
     pub selected: BTreeSet<NodeId>,
     /// Why it is held, if it is.
@@ -148,12 +178,15 @@ pub fn plan(declared: &Fleet) -> Plan {
             Ok((class_id, handler)) => {
                 for node in &selected {
                     if !plan.cordoned.contains(node) {
-                        plan.handlers
-                            .insert((node.clone(), class_id.clone()), handler.clone());
+                        plan.handlers.insert(
+                            (node.clone(), class_id.clone()),
+                            Planned::handler(handler.clone()),
+                        );
                     }
                 }
                 ClassPlan {
                     target: Some(handler.module.reference()),
+                    handler: Some(handler),
                     selected,
                     problem: None,
                 }
@@ -164,6 +197,7 @@ pub fn plan(declared: &Fleet) -> Plan {
                 }
                 ClassPlan {
                     target: None,
+                    handler: None,
                     selected,
                     problem: Some(problem),
                 }
@@ -202,6 +236,9 @@ fn class_handler(
             format!("the class name is one MQTT topic level: {e}"),
         )
     })?;
+    if let Some(strategy) = &spec.rollout {
+        crate::rollout::check(strategy).map_err(|e| Problem::new("InvalidRollout", e))?;
+    }
     let limits = class_limits(&spec.limits);
     limits
         .validate()
@@ -400,7 +437,7 @@ mod tests {
             plan.handlers.keys().cloned().collect::<Vec<_>>(),
             vec![key("edge-a", "thermo")]
         );
-        let handler = &plan.handlers[&key("edge-a", "thermo")];
+        let handler = &plan.handlers[&key("edge-a", "thermo")].handler;
         assert_eq!(handler.module.version, "1.0.0");
         assert_eq!(handler.limits, ClassLimits::default());
         let config: BTreeMap<String, f64> =

@@ -142,13 +142,17 @@ fn objects_of(endpoints: &Endpoints, kind: &str) -> Option<Vec<Value>> {
             .classes
             .iter()
             .map(|(name, c)| {
-                object(
+                let mut class = object(
                     "DeviceClass",
                     name,
                     &c.labels,
                     json!(c.spec),
                     json!(view.classes.get(name)),
-                )
+                );
+                if !c.annotations.is_empty() {
+                    class["metadata"]["annotations"] = json!(c.annotations);
+                }
+                class
             })
             .collect(),
         "edgenodes" => {
@@ -454,10 +458,9 @@ fn reflects(current: &Objects, applied: &Objects) -> bool {
             .get(name)
             .is_some_and(|c| c.spec == m.spec && c.labels == m.labels)
     }) && applied.classes.iter().all(|(name, c)| {
-        current
-            .classes
-            .get(name)
-            .is_some_and(|x| x.spec == c.spec && x.labels == c.labels)
+        current.classes.get(name).is_some_and(|x| {
+            x.spec == c.spec && x.labels == c.labels && x.annotations == c.annotations
+        })
     }) && applied.edge_nodes.iter().all(|(name, n)| {
         current
             .edge_nodes

@@ -145,6 +145,7 @@ impl Stores {
                 Declared {
                     spec: module.spec.clone(),
                     labels: module.labels().clone(),
+                    annotations: Default::default(),
                     generation: module.metadata.generation,
                 },
             );
@@ -155,6 +156,7 @@ impl Stores {
                 Declared {
                     spec: class.spec.clone(),
                     labels: class.labels().clone(),
+                    annotations: class.annotations().clone(),
                     generation: class.metadata.generation,
                 },
             );
@@ -165,6 +167,7 @@ impl Stores {
                 Declared {
                     spec: node.spec.clone(),
                     labels: node.labels().clone(),
+                    annotations: Default::default(),
                     generation: node.metadata.generation,
                 },
             );
@@ -210,6 +213,11 @@ impl StatusWriter {
                 .modules
                 .get(&ObjectRef::new(&notice.name))
                 .map(|m| m.object_ref(&())),
+            Kind::Class => self
+                .stores
+                .classes
+                .get(&ObjectRef::new(&notice.name))
+                .map(|c| c.object_ref(&())),
             Kind::Node => self
                 .stores
                 .edge_nodes

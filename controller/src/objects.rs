@@ -35,6 +35,8 @@ pub struct Declared<T> {
     pub spec: T,
     /// `metadata.labels`.
     pub labels: Labels,
+    /// `metadata.annotations` (DeviceClasses only: the rollout action).
+    pub annotations: Labels,
     /// `metadata.generation` (standalone: 1).
     pub generation: Option<i64>,
 }
@@ -54,6 +56,8 @@ struct Metadata {
     name: String,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
 }
 
 /// The object files of a folder: `*.yaml`, `*.yml`, `*.json`, in name order, not recursive.
@@ -122,6 +126,7 @@ pub fn add_documents(objects: &mut Objects, text: &str) -> Result<(), String> {
         let name = document.metadata.name;
         check_name(&name)?;
         let labels = document.metadata.labels;
+        let annotations = document.metadata.annotations;
         let spec = document.spec;
         let bad = |e: serde_json::Error| format!("{} {name}: bad spec: {e}", document.kind);
         match document.kind.as_str() {
@@ -131,7 +136,9 @@ pub fn add_documents(objects: &mut Objects, text: &str) -> Result<(), String> {
             }
             "DeviceClass" => {
                 let spec: DeviceClassSpec = serde_json::from_value(spec).map_err(bad)?;
-                objects.classes.insert(name, declared(spec, labels));
+                let mut class = declared(spec, labels);
+                class.annotations = annotations;
+                objects.classes.insert(name, class);
             }
             "EdgeNode" => {
                 let spec: EdgeNodeSpec = if spec.is_null() {
@@ -176,6 +183,7 @@ fn declared<T>(spec: T, labels: Labels) -> Declared<T> {
     Declared {
         spec,
         labels,
+        annotations: Labels::new(),
         generation: Some(1),
     }
 }

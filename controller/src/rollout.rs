@@ -76,7 +76,8 @@ impl Phase {
         }
     }
 
-    fn is_active(self) -> bool {
+    /// Progressing or paused: the rollout is not over.
+    pub fn is_active(self) -> bool {
         matches!(self, Phase::Progressing | Phase::Paused)
     }
 }
@@ -684,11 +685,7 @@ fn updated(
     };
     let mut updated: BTreeSet<NodeId> = order
         .iter()
-        .filter(|n| {
-            input.nodes[*n]
-                .published
-                .is_some_and(|p| handler_digest(p) == record.target)
-        })
+        .filter(|n| input.nodes[*n].published.is_some_and(|p| p == input.target))
         .cloned()
         .collect();
     let wanted = if step.stage == RolloutStage::Shadow {
@@ -805,7 +802,7 @@ fn gate(
             let why = format!("step {step_name} failed its gate: {measured}");
             roll_back(record, "RolloutFailed", why, notes)
         }
-        Verdict::Pass if elapsed_s >= bake && step_reached(record, step, input, order) => {
+        Verdict::Pass if elapsed_s >= bake && step_reached(step, input, order) => {
             record.step += 1;
             record.step_started_ms = input.now_ms;
             if record.step as usize >= steps.len() {
@@ -852,7 +849,7 @@ enum Verdict {
 }
 
 /// Whether every online node of the step reports what the step gave it.
-fn step_reached(record: &Record, step: Step, input: &Input<'_>, order: &[NodeId]) -> bool {
+fn step_reached(step: Step, input: &Input<'_>, order: &[NodeId]) -> bool {
     let target_sha = input.target.module.sha256;
     if step.stage == RolloutStage::Shadow {
         return order.iter().take(step.nodes).all(|n| {
@@ -866,11 +863,7 @@ fn step_reached(record: &Record, step: Step, input: &Input<'_>, order: &[NodeId]
     }
     order
         .iter()
-        .filter(|n| {
-            input.nodes[*n]
-                .published
-                .is_some_and(|p| handler_digest(p) == record.target)
-        })
+        .filter(|n| input.nodes[*n].published.is_some_and(|p| p == input.target))
         .all(|n| {
             let view = &input.nodes[n];
             !view.online
@@ -992,7 +985,7 @@ fn status(
     };
     for (node, view) in input.nodes {
         let wanted = runs.get(node);
-        let on_target = wanted.is_some_and(|r| handler_digest(&r.handler) == record.target);
+        let on_target = wanted.is_some_and(|r| &r.handler == input.target);
         let active = view
             .report
             .and_then(|r| r.active.as_ref())

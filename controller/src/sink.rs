@@ -172,6 +172,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub enum Kind {
     /// A HandlerModule.
     Module,
+    /// A DeviceClass.
+    Class,
     /// An EdgeNode.
     Node,
 }
@@ -237,7 +239,15 @@ impl Sink {
     /// Records a notice (throttled by the caller).
     pub async fn notice(&self, notice: &Notice) -> Result<(), SinkError> {
         match self {
-            Sink::Local(_) => Ok(()),
+            Sink::Local(_) => {
+                // Standalone mode has no Events: the log is where an operator looks.
+                if notice.warning {
+                    tracing::warn!(kind = ?notice.kind, name = %notice.name, reason = %notice.reason, "{}", notice.note);
+                } else {
+                    tracing::info!(kind = ?notice.kind, name = %notice.name, reason = %notice.reason, "{}", notice.note);
+                }
+                Ok(())
+            }
             Sink::Kube(writer) => writer.notice(notice).await,
         }
     }
