@@ -155,6 +155,7 @@ async fn start_agent(
             sha256: Sha256Digest::of(b"bench"),
         },
         generation: 1,
+        rollout: None,
         limits: bench_limits(),
         handler,
         counters: Default::default(),

@@ -641,6 +641,7 @@ impl Assignments {
             sha256: sha,
             reference: handler.module.reference(),
             generation: assignment.generation,
+            rollout: assignment.rollout.clone(),
             limits: handler.limits.clone(),
             handler: ClassHandler::Wasm(module),
             counters: Default::default(),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use edgefleet_protocol::ClassLimits;
+use edgefleet_protocol::assignment::Rollout;
 use edgefleet_protocol::digest::Sha256Digest;
 use edgefleet_protocol::id::ClassId;
 use edgefleet_protocol::manifest::ModuleRef;
@@ -28,6 +29,8 @@ pub struct ActiveClass {
     pub reference: ModuleRef,
     /// The assignment generation this version came with.
     pub generation: u64,
+    /// The rollout step of that assignment, reported in the status.
+    pub rollout: Option<Rollout>,
     pub limits: ClassLimits,
     pub handler: ClassHandler,
     /// What this version did, for the node status.

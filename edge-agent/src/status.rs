@@ -94,7 +94,7 @@ impl StatusReporter {
             classes.push(ClassStatus {
                 class: active.class.clone(),
                 generation: Some(active.generation),
-                rollout: None,
+                rollout: active.rollout.clone(),
                 active: Some(active.reference.clone()),
                 previous: previous.map(|p| p.reference.clone()),
                 pending: reports.get(&active.class).and_then(|r| r.pending.clone()),

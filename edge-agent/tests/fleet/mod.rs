@@ -16,12 +16,13 @@ pub use edgefleet_guest::cbor;
 pub use edgefleet_protocol::ClassLimits;
 pub use edgefleet_protocol::assignment::{Assignment, HandlerSpec};
 pub use edgefleet_protocol::codec;
+#[allow(unused_imports)]
 pub use edgefleet_protocol::event::{AgentEvent, EventKind};
 pub use edgefleet_protocol::id::{ClassId, NodeId};
 pub use edgefleet_protocol::manifest::{DEFAULT_CHUNK_SIZE, ModuleManifest};
 pub use edgefleet_protocol::signing::{SigningKey, TrustAnchor};
 #[allow(unused_imports)]
-pub use edgefleet_protocol::status::NodeStatus;
+pub use edgefleet_protocol::status::{ClassStatus, NodeStatus};
 pub use edgefleet_protocol::topic::Topic;
 #[allow(unused_imports)]
 pub use edgefleet_protocol::upstream::UpstreamMessage;
@@ -194,20 +195,13 @@ impl Fleet {
         manifest: ModuleManifest,
         limits: ClassLimits,
     ) {
-        let assignment = Assignment {
-            node: NodeId::new(NODE).unwrap(),
-            class: ClassId::new(class).unwrap(),
-            generation,
-            issued_at_ms: 0,
-            shadow: None,
-            rollout: None,
-            handler: Some(HandlerSpec {
-                module: manifest,
-                config: Vec::new(),
-                limits,
-            }),
-        };
-        let signed = self.key.sign(&assignment).encode();
+        self.publish_assignment(&assignment(class, generation, manifest, limits))
+            .await;
+    }
+
+    /// Signs and publishes (retained) `assignment`.
+    pub async fn publish_assignment(&self, assignment: &Assignment) {
+        let signed = self.key.sign(assignment).encode();
         self.controller
             .publish(
                 assignment.topic().to_string(),
@@ -239,6 +233,29 @@ impl Fleet {
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         tokio::spawn(drain(events, Some(tx), Some(client)));
         rx
+    }
+}
+
+/// An assignment of `class` to the node running `manifest` with an empty config, no rollout and
+/// no shadow.
+pub fn assignment(
+    class: &str,
+    generation: u64,
+    manifest: ModuleManifest,
+    limits: ClassLimits,
+) -> Assignment {
+    Assignment {
+        node: NodeId::new(NODE).unwrap(),
+        class: ClassId::new(class).unwrap(),
+        generation,
+        issued_at_ms: 0,
+        shadow: None,
+        rollout: None,
+        handler: Some(HandlerSpec {
+            module: manifest,
+            config: Vec::new(),
+            limits,
+        }),
     }
 }
 
@@ -397,5 +414,65 @@ pub async fn until_answered(
         {
             return message;
         }
+    }
+}
+
+/// Waits (up to `limit`) for a status on `statuses` that passes `test`; returns it. `what` says what
+/// the wait is for when it fails.
+pub async fn until_status(
+    statuses: &mut mpsc::Receiver<rumqttc::Publish>,
+    limit: Duration,
+    what: &str,
+    test: impl Fn(&NodeStatus) -> bool,
+) -> NodeStatus {
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not seen within {limit:?}; last status: {last:#?}"
+        );
+        let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(500), statuses.recv()).await
+        else {
+            continue;
+        };
+        let status: NodeStatus = codec::decode(&message.payload, 1 << 20).unwrap();
+        if test(&status) {
+            return status;
+        }
+        last = Some(status);
+    }
+}
+
+/// The status of class `class` in `status`, if it lists it.
+pub fn class_status<'a>(status: &'a NodeStatus, class: &str) -> Option<&'a ClassStatus> {
+    status.classes.iter().find(|c| c.class.as_str() == class)
+}
+
+/// Waits (up to `limit`) for an agent event on `events` that passes `test`; returns it.
+pub async fn until_event(
+    events: &mut mpsc::Receiver<rumqttc::Publish>,
+    limit: Duration,
+    what: &str,
+    test: impl Fn(&AgentEvent) -> bool,
+) -> AgentEvent {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        assert!(
+            started.elapsed() < limit,
+            "{what}: no such event within {limit:?}; seen: {seen:?}"
+        );
+        let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(500), events.recv()).await
+        else {
+            continue;
+        };
+        let event: AgentEvent = codec::decode(&message.payload, 1 << 20).unwrap();
+        if test(&event) {
+            return event;
+        }
+        seen.push((event.kind, event.detail));
     }
 }
