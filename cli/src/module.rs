@@ -1,4 +1,5 @@
-//! `edgefleet module push|inspect`: handler modules as Wasm OCI artifacts.
+//! `edgefleet module push|inspect|test`: handler modules as Wasm OCI artifacts, and their test
+//! vectors (`test`, in [`vectors`]).
 //!
 //! `push` refuses locally what no agent would run: the module goes through the sandbox's own
 //! admission (`edgefleet_sandbox::admission::admit`, the check every agent and the controller run,
@@ -22,6 +23,8 @@ use edgefleet_protocol::manifest::MAX_MODULE_BYTES;
 use edgefleet_protocol::{ClassLimits, GUEST_ABI_VERSION, Sha256Digest};
 use serde::Serialize;
 
+mod vectors;
+
 use crate::output::{Format, indent, table, to_yaml};
 use crate::target::{Target, TargetArgs};
 use crate::{Error, program};
@@ -36,7 +39,10 @@ Examples:
 
   # What is in a module, and would agents run it?
   edgefleet module inspect thermostat.wasm
-  edgefleet module inspect registry.example.com/edgefleet/thermostat@sha256:9f86d0…";
+  edgefleet module inspect registry.example.com/edgefleet/thermostat@sha256:9f86d0…
+
+  # Run a HandlerModule's test vectors locally, as the controller runs them before distributing it
+  edgefleet module test thermostat-1.0.0.yaml --wasm thermostat.wasm";
 
 /// The variable holding the registry password for --registry-user.
 const PASSWORD_VARIABLE: &str = "EDGEFLEET_REGISTRY_PASSWORD";
@@ -81,6 +87,20 @@ Examples:
   edgefleet module inspect thermostat.wasm
   edgefleet module inspect registry.example.com/edgefleet/thermostat@sha256:9f86d0… -o json")]
     Inspect(InspectArgs),
+    /// Run a module's test vectors locally in the sandbox, as the controller runs them before
+    /// any node receives the module.
+    ///
+    /// A HandlerModule may declare cases (spec.testVectors): given a class config, a device state
+    /// and a message, the handler must send these commands and upstream messages (in order) and
+    /// leave this state. Payloads are JSON, handed to the handler as CBOR (as a class config is)
+    /// and compared as values: 21 equals 21.0, and a float the handler wrote in single precision
+    /// equals the decimal written in the case. The controller refuses a module whose cases fail
+    /// (reason TestVectorFailed, with the difference), so no node ever receives it; this command
+    /// runs the same code on the same sandbox (edgefleet-sandbox-worker, WasmEdge) first.
+    ///
+    /// Prints one row per case (CASE, RESULT, DIFFERENCE) and exits 1 if any case failed.
+    #[command(after_long_help = vectors::EXAMPLES)]
+    Test(vectors::TestArgs),
 }
 
 /// How to reach the registry.
@@ -153,6 +173,7 @@ pub fn run(args: ModuleArgs) -> Result<(), Error> {
     match args.command {
         ModuleCommand::Push(args) => push(args),
         ModuleCommand::Inspect(args) => inspect(args),
+        ModuleCommand::Test(args) => vectors::run(args),
     }
 }
 
