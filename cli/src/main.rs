@@ -28,6 +28,7 @@ mod get;
 mod keys;
 mod module;
 mod output;
+mod rollout;
 mod target;
 
 pub(crate) use error::Error;
@@ -156,6 +157,18 @@ enum Command {
     /// node's Ready. In a cluster the object's Events (events.k8s.io) follow, if any.
     #[command(after_long_help = describe::EXAMPLES)]
     Describe(describe::DescribeArgs),
+    /// Follow and steer a device class's staged rollout: status, pause, resume, promote, abort,
+    /// undo, retry.
+    ///
+    /// A class with spec.rollout gets a new version in steps: optionally a shadow step (the
+    /// canary nodes run it beside the stable version, acting on the stable one's outputs only),
+    /// a canary, then growing waves. Each step waits for its gate (enough interactions on the new
+    /// version, a fault rate no worse than the stable version's by more than allowed, a bake
+    /// time); a failed gate, a quarantine or a missed deadline gives every node the stable
+    /// version back. These commands act through the class's edgefleet.dev/rollout-action
+    /// annotation, which plain kubectl can set as well.
+    #[command(after_long_help = rollout::EXAMPLES)]
+    Rollout(rollout::RolloutArgs),
 }
 
 fn main() -> ExitCode {
@@ -188,6 +201,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => apply::run(args),
         Command::Get(args) => get::run(args),
         Command::Describe(args) => describe::run(args),
+        Command::Rollout(args) => rollout::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

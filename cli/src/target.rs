@@ -332,6 +332,39 @@ impl Target {
         })
     }
 
+    /// Sets one annotation of a DeviceClass: in a cluster by a merge patch (as `kubectl
+    /// annotate`), on a standalone controller by applying the class again with it.
+    pub async fn annotate_class(&self, name: &str, key: &str, value: &str) -> Result<(), Error> {
+        use edgefleet_controller::resources::DeviceClass;
+        match self {
+            Target::Cluster { client, url } => {
+                let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+                Api::<DeviceClass>::all(client.clone())
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| cluster_error(url, &e, &plural::<DeviceClass>()))?;
+                Ok(())
+            }
+            Target::Standalone { .. } => {
+                let mut class = self
+                    .get::<DeviceClass>(name)
+                    .await?
+                    .ok_or_else(|| crate::get::not_found(self, crate::get::Kind::Classes, name))?;
+                class.status = None;
+                class
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(key.to_owned(), value.to_owned());
+                let text = serde_json::to_string(&class)
+                    .map_err(|e| Error::Fleet(format!("cannot write class {name}: {e}")))?;
+                self.apply(&[(format!("deviceclass/{name}"), text)], false)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
     /// `the standalone controller at …` or `the cluster at …`, for messages.
     pub fn describe(&self) -> String {
         match self {

@@ -432,7 +432,13 @@ pub fn decide(input: &Input<'_>) -> Decision {
     let has_strategy = input.strategy.is_some();
     let strategy = input.strategy.cloned().unwrap_or_default();
     let order = order(&record.id, input.nodes);
-    let steps = steps(&strategy, order.len(), record.stable.is_some());
+    let steps = match input.strategy {
+        Some(strategy) => steps(strategy, order.len(), record.stable.is_some()),
+        None => vec![Step {
+            stage: RolloutStage::Complete,
+            nodes: order.len(),
+        }],
+    };
 
     if let Some(action) = input.action
         && record.last_action.as_deref() != Some(action)

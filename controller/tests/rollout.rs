@@ -1,0 +1,322 @@
+//! Staged rollouts in standalone mode, with real parts: the controller process, the shipped brokers
+//! with their ACLs and mutual TLS, three real agents, devices sending readings the whole time.
+
+mod fleet;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fleet::*;
+use rumqttc::QoS;
+
+const LIMIT: Duration = Duration::from_secs(90);
+const NODES: [&str; 3] = ["edge-a", "edge-b", "edge-c"];
+
+fn module_object(name: &str, version: &str, file: &str) -> String {
+    format!(
+        "apiVersion: edgefleet.dev/v1alpha1\nkind: HandlerModule\nmetadata:\n  name: {name}\n\
+         spec:\n  module: thermostat\n  version: {version}\n  file: {file}\n"
+    )
+}
+
+/// The class on every node; staged: one canary, then waves of 1 and 2.
+fn class_object(module: &str, staged: bool) -> String {
+    let class = format!(
+        "apiVersion: edgefleet.dev/v1alpha1\nkind: DeviceClass\nmetadata:\n  name: thermo\n\
+         spec:\n  module: {module}\n  config: {{setpoint_c: 21.0, hysteresis_c: 0.5}}\n\
+         \x20 nodeSelector: {{}}\n"
+    );
+    if !staged {
+        return class;
+    }
+    format!(
+        "{class}\
+         \x20 rollout:\n\
+         \x20   canary: {{nodes: 1}}\n\
+         \x20   waves: {{base: 1, factor: 2}}\n\
+         \x20   gate: {{minInteractions: 5, maxFaultRateIncrease: 0.05, bakeSeconds: 1}}\n\
+         \x20   progressDeadlineSeconds: 60\n"
+    )
+}
+
+/// The thermostat with a custom section appended: the same behaviour as another binary.
+fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"edgefleet_test_build";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    out.push(section.len() as u8);
+    out.extend(section);
+    out
+}
+
+/// Echoes a message back as a command, but traps on messages longer than 12 bytes (a reading
+/// that carries a setpoint).
+const TRAPS_ON_SETPOINTS: &str = r#"
+(module
+  (@custom "edgefleet_abi" "\01\00\00\00")
+  (import "edgefleet_v1" "message" (func $message (param i32 i32) (result i32)))
+  (import "edgefleet_v1" "command" (func $command (param i32 i32)))
+  (import "env" "memory" (memory 1))
+  (func (export "edgefleet_handle") (result i32)
+    (local $len i32)
+    (local.set $len (call $message (i32.const 0) (i32.const 65536)))
+    (if (i32.gt_u (local.get $len) (i32.const 12)) (then unreachable))
+    (call $command (i32.const 0) (local.get $len))
+    (i32.const 0)))
+"#;
+
+fn reading_with_setpoint(temp_c: f32) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    edgefleet_guest::cbor::to_slice(
+        &edgefleet_thermostat::Reading {
+            temp_c,
+            setpoint_c: Some(22.5),
+        },
+        &mut buf,
+    )
+    .unwrap()
+    .to_vec()
+}
+
+/// One device per node sending a reading every 50 ms (every third with a setpoint), counting what
+/// it sent and the commands it got.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    counts: Vec<(String, Arc<AtomicU64>, Arc<AtomicU64>)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// `phase` names the devices apart from an earlier phase's (whose clients still run).
+    async fn start(fleet: &Fleet, phase: &str) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut counts = Vec::new();
+        let mut tasks = Vec::new();
+        for node in NODES {
+            let id = format!("t-{node}-{phase}");
+            let (device, mut commands) = fleet.device(node, "thermo", &id).await;
+            // The first answer says the device's subscription and the class are in place.
+            until_answered(
+                &device,
+                &format!("ef/v1/dev/thermo/{id}/up/telemetry"),
+                &reading(18.0),
+                &mut commands,
+                LIMIT,
+            )
+            .await;
+            let (sent, answered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            counts.push((node.to_string(), sent.clone(), answered.clone()));
+            tasks.push(tokio::spawn(async move {
+                while commands.recv().await.is_some() {
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+            let stop = stop.clone();
+            let topic = format!("ef/v1/dev/thermo/{id}/up/telemetry");
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let payload = if i % 3 == 2 {
+                        reading_with_setpoint(17.0 + (i % 8) as f32)
+                    } else {
+                        reading(17.0 + (i % 8) as f32)
+                    };
+                    device
+                        .publish(&topic, QoS::AtLeastOnce, false, payload)
+                        .await
+                        .unwrap();
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // Keep the client (and its event loop) until the test ends.
+                std::future::pending::<()>().await;
+            }));
+        }
+        Traffic {
+            stop,
+            counts,
+            tasks,
+        }
+    }
+
+    /// Stops sending and waits until every device got one command per reading (the first
+    /// answered reading not counted on either side).
+    async fn stop_and_count(self) -> BTreeMap<String, (u64, u64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        loop {
+            let counts: BTreeMap<String, (u64, u64)> = self
+                .counts
+                .iter()
+                .map(|(node, sent, answered)| {
+                    (
+                        node.clone(),
+                        (sent.load(Ordering::SeqCst), answered.load(Ordering::SeqCst)),
+                    )
+                })
+                .collect();
+            let settled = counts.values().all(|(sent, answered)| answered >= sent);
+            if settled || started.elapsed() > Duration::from_secs(20) {
+                for task in self.tasks {
+                    task.abort();
+                }
+                return counts;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn rollout(class: &serde_json::Value) -> &serde_json::Value {
+    &class["status"]["rollout"]
+}
+
+/// Polls the class until its rollout of `target` is in `phase`, recording every step it showed
+/// on the way.
+async fn until_phase(fleet: &Fleet, target: &str, phase: &str) -> (serde_json::Value, Vec<String>) {
+    let started = Instant::now();
+    let mut steps: Vec<String> = Vec::new();
+    loop {
+        let class = fleet.object("deviceclasses", "thermo");
+        let r = rollout(&class);
+        if r["targetVersion"] != target {
+            assert!(
+                started.elapsed() < LIMIT,
+                "no rollout of {target}:\n{class:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if let Some(step) = r["step"].as_str()
+            && steps.last().map(String::as_str) != Some(step)
+        {
+            steps.push(step.to_string());
+        }
+        if r["phase"] == phase {
+            return (class, steps);
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "rollout not {phase} after {LIMIT:?}; steps seen {steps:?}:\n{class:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn fleet_on(fleet: &Fleet, version: &str) {
+    for node in NODES {
+        fleet
+            .until_object("edgenodes", node, LIMIT, "node on the version", |n| {
+                n["status"]["classes"][0]["active"] == version
+            })
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_good_version_goes_through_canary_and_waves_and_a_trapping_one_is_rolled_back() {
+    let mut fleet = Fleet::new();
+    let wasm =
+        edgefleet_device_modules::handler_wasm(edgefleet_device_modules::Handler::Thermostat)
+            .expect("the thermostat module builds");
+    let dir = fleet.objects_dir();
+    std::fs::write(dir.join("thermostat-1.wasm"), &wasm).unwrap();
+    std::fs::write(dir.join("thermostat-2.wasm"), rebuilt(&wasm, "2")).unwrap();
+    std::fs::write(
+        dir.join("traps.wasm"),
+        wat::parse_str(TRAPS_ON_SETPOINTS).unwrap(),
+    )
+    .unwrap();
+    fleet.write_object(
+        "modules.yaml",
+        &[
+            module_object("thermostat-1", "1.0.0", "thermostat-1.wasm"),
+            module_object("thermostat-2", "2.0.0", "thermostat-2.wasm"),
+            module_object("thermostat-3", "3.0.0", "traps.wasm"),
+        ]
+        .join("---\n"),
+    );
+    fleet.write_object("class.yaml", &class_object("thermostat-1", false));
+    fleet.start_standalone_controller();
+    for node in NODES {
+        fleet.add_node(node);
+    }
+    // Without a strategy a version goes to every node at once.
+    let (_, steps) = until_phase(&fleet, "thermostat 1.0.0", "Completed").await;
+    assert_eq!(steps, vec!["1/1 complete"]);
+    fleet_on(&fleet, "thermostat 1.0.0").await;
+
+    // A good v2, under traffic: canary, wave 1, wave 2, completed; nothing lost or handled twice.
+    let traffic = Traffic::start(&fleet, "v2").await;
+    fleet.write_object("class.yaml", &class_object("thermostat-2", true));
+    let (class, steps) = until_phase(&fleet, "thermostat 2.0.0", "Completed").await;
+    for step in ["1/3 canary", "2/3 wave 1", "3/3 wave 2", "3/3 complete"] {
+        assert!(
+            steps.iter().any(|s| s == step),
+            "step {step} not seen: {steps:?}"
+        );
+    }
+    let r = rollout(&class);
+    assert_eq!(r["targetVersion"], "thermostat 2.0.0", "{class:#}");
+    assert_eq!(r["stableVersion"], "thermostat 2.0.0", "{class:#}");
+    assert_eq!(r["updatedNodes"], 3, "{class:#}");
+    fleet_on(&fleet, "thermostat 2.0.0").await;
+    let counts = traffic.stop_and_count().await;
+    for (node, (sent, answered)) in &counts {
+        assert!(*sent > 20, "{node}: only {sent} readings sent");
+        assert_eq!(sent, answered, "{node}: readings sent vs commands received");
+    }
+
+    // A v3 that traps on every third reading fails its canary and every node is back on v2.
+    let traffic = Traffic::start(&fleet, "v3").await;
+    fleet.write_object("class.yaml", &class_object("thermostat-3", true));
+    let (class, _) = until_phase(&fleet, "thermostat 3.0.0", "RolledBack").await;
+    let r = rollout(&class);
+    assert_eq!(r["stableVersion"], "thermostat 2.0.0", "{class:#}");
+    let message = r["message"].as_str().unwrap();
+    assert!(
+        message.contains("1/3 canary")
+            && (message.contains("fault rate") || message.contains("quarantined")),
+        "{message}"
+    );
+    fleet_on(&fleet, "thermostat 2.0.0").await;
+    let counts = traffic.stop_and_count().await;
+    // The canary's device lost the readings v3 trapped on (module faults are not retried: a
+    // poison message must not loop); the others lost nothing.
+    for (node, (sent, answered)) in &counts {
+        assert!(
+            answered <= sent,
+            "{node}: {answered} commands for {sent} readings"
+        );
+    }
+    let whole = counts
+        .values()
+        .filter(|(sent, answered)| sent == answered)
+        .count();
+    assert!(
+        whole >= 2,
+        "the nodes outside the canary lost readings: {counts:?}"
+    );
+    // Every device is answered by v2 again: a thermostat command, not v3's echo.
+    for node in NODES {
+        let id = format!("t-{node}-after");
+        let (device, mut commands) = fleet.device(node, "thermo", &id).await;
+        let command = until_answered(
+            &device,
+            &format!("ef/v1/dev/thermo/{id}/up/telemetry"),
+            &reading(18.0),
+            &mut commands,
+            LIMIT,
+        )
+        .await;
+        let command: edgefleet_thermostat::Command =
+            edgefleet_guest::cbor::from_slice(&command.payload).expect("a thermostat command");
+        assert_eq!(command.mode, edgefleet_thermostat::Mode::Heat, "{node}");
+    }
+}
