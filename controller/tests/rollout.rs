@@ -320,3 +320,214 @@ async fn a_good_version_goes_through_canary_and_waves_and_a_trapping_one_is_roll
         assert_eq!(command.mode, edgefleet_thermostat::Mode::Heat, "{node}");
     }
 }
+
+/// The class with a rollout that never passes its canary gate on its own (an hour's bake), and
+/// an operator's action in its annotation.
+fn held_class_object(module: &str, action: Option<&str>) -> String {
+    let annotations = action.map_or(String::new(), |a| {
+        format!("  annotations: {{edgefleet.dev/rollout-action: \"{a}\"}}\n")
+    });
+    format!(
+        "apiVersion: edgefleet.dev/v1alpha1\nkind: DeviceClass\nmetadata:\n  name: thermo\n{annotations}\
+         spec:\n  module: {module}\n  nodeSelector: {{}}\n\
+         \x20 rollout:\n\
+         \x20   canary: {{nodes: 1}}\n\
+         \x20   gate: {{minInteractions: 5, bakeSeconds: 3600}}\n\
+         \x20   progressDeadlineSeconds: 7200\n"
+    )
+}
+
+/// Versions the nodes report active, in node order.
+fn versions(fleet: &Fleet) -> Vec<String> {
+    NODES
+        .iter()
+        .map(|n| {
+            fleet.object("edgenodes", n)["status"]["classes"][0]["active"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+async fn until_versions(fleet: &Fleet, what: &str, check: impl Fn(&[String]) -> bool) {
+    let started = Instant::now();
+    loop {
+        let now = versions(fleet);
+        if check(&now) {
+            return;
+        }
+        assert!(started.elapsed() < LIMIT, "{what}: nodes run {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Applies an action and waits until the controller carried it out, in `phase`.
+async fn act(fleet: &Fleet, module: &str, target: &str, action: &str, phase: &str) {
+    fleet.write_object("class.yaml", &held_class_object(module, Some(action)));
+    let started = Instant::now();
+    loop {
+        let class = fleet.object("deviceclasses", "thermo");
+        let r = rollout(&class);
+        if r["lastAction"] == action && r["targetVersion"] == target {
+            assert_eq!(r["phase"], phase, "after {action}:\n{class:#}");
+            return;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "{action} not carried out:\n{class:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_pause_resume_promote_undo_retry_abort_and_supersede_and_offline_nodes_catch_up()
+{
+    let mut fleet = Fleet::new();
+    let wasm =
+        edgefleet_device_modules::handler_wasm(edgefleet_device_modules::Handler::Thermostat)
+            .expect("the thermostat module builds");
+    let dir = fleet.objects_dir();
+    for (i, file) in [
+        "thermostat-1.wasm",
+        "thermostat-2.wasm",
+        "thermostat-3.wasm",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(dir.join(file), rebuilt(&wasm, &i.to_string())).unwrap();
+    }
+    fleet.write_object(
+        "modules.yaml",
+        &[
+            module_object("thermostat-1", "1.0.0", "thermostat-1.wasm"),
+            module_object("thermostat-2", "2.0.0", "thermostat-2.wasm"),
+            module_object("thermostat-3", "3.0.0", "thermostat-3.wasm"),
+        ]
+        .join("---\n"),
+    );
+    fleet.write_object("class.yaml", &class_object("thermostat-1", false));
+    fleet.start_standalone_controller();
+    for node in NODES {
+        fleet.add_node(node);
+    }
+    let on = |version: &'static str| move |v: &[String]| v.iter().all(|x| x == version);
+    until_versions(&fleet, "v1 everywhere", on("thermostat 1.0.0")).await;
+
+    // v2 stops at its canary: one node on v2, the others on v1.
+    fleet.write_object("class.yaml", &held_class_object("thermostat-2", None));
+    let one_on_v2 = |v: &[String]| {
+        v.iter().filter(|x| *x == "thermostat 2.0.0").count() == 1
+            && v.iter().filter(|x| *x == "thermostat 1.0.0").count() == 2
+    };
+    until_versions(&fleet, "the canary on v2", one_on_v2).await;
+
+    act(
+        &fleet,
+        "thermostat-2",
+        "thermostat 2.0.0",
+        "pause:1",
+        "Paused",
+    )
+    .await;
+    act(
+        &fleet,
+        "thermostat-2",
+        "thermostat 2.0.0",
+        "resume:2",
+        "Progressing",
+    )
+    .await;
+    act(
+        &fleet,
+        "thermostat-2",
+        "thermostat 2.0.0",
+        "promote:3",
+        "Completed",
+    )
+    .await;
+    until_versions(&fleet, "promoted", on("thermostat 2.0.0")).await;
+    act(
+        &fleet,
+        "thermostat-2",
+        "thermostat 2.0.0",
+        "undo:4",
+        "RolledBack",
+    )
+    .await;
+    until_versions(&fleet, "undone", on("thermostat 1.0.0")).await;
+    act(
+        &fleet,
+        "thermostat-2",
+        "thermostat 2.0.0",
+        "retry:5",
+        "Progressing",
+    )
+    .await;
+    until_versions(&fleet, "retried: the canary again", one_on_v2).await;
+    act(
+        &fleet,
+        "thermostat-2",
+        "thermostat 2.0.0",
+        "abort:6",
+        "RolledBack",
+    )
+    .await;
+    until_versions(&fleet, "aborted", on("thermostat 1.0.0")).await;
+
+    // A node offline through a rollout gets the version once it is back.
+    fleet.kill_agent("edge-c");
+    fleet
+        .until_object("edgenodes", "edge-c", LIMIT, "edge-c offline", |n| {
+            n["status"]["state"] == "Offline"
+        })
+        .await;
+    act(
+        &fleet,
+        "thermostat-2",
+        "thermostat 2.0.0",
+        "retry:7",
+        "Progressing",
+    )
+    .await;
+    act(
+        &fleet,
+        "thermostat-2",
+        "thermostat 2.0.0",
+        "promote:8",
+        "Completed",
+    )
+    .await;
+    until_versions(&fleet, "the online nodes on v2", |v| {
+        v[0] == "thermostat 2.0.0" && v[1] == "thermostat 2.0.0"
+    })
+    .await;
+    fleet.start_agent("edge-c");
+    until_versions(&fleet, "edge-c caught up", on("thermostat 2.0.0")).await;
+
+    // A rollout stuck at its canary is superseded by a newer spec at once.
+    fleet.write_object("class.yaml", &held_class_object("thermostat-3", None));
+    let one_on_v3 = |v: &[String]| {
+        v.iter().filter(|x| *x == "thermostat 3.0.0").count() == 1
+            && v.iter().filter(|x| *x == "thermostat 2.0.0").count() == 2
+    };
+    until_versions(&fleet, "v3's canary", one_on_v3).await;
+    fleet.write_object("class.yaml", &held_class_object("thermostat-1", None));
+    let class = fleet
+        .until_object("deviceclasses", "thermo", LIMIT, "v1 supersedes v3", |c| {
+            rollout(c)["targetVersion"] == "thermostat 1.0.0"
+        })
+        .await;
+    assert_eq!(
+        rollout(&class)["stableVersion"],
+        "thermostat 2.0.0",
+        "{class:#}"
+    );
+    until_versions(&fleet, "v1's canary, the rest back on v2", |v| {
+        v.iter().filter(|x| *x == "thermostat 1.0.0").count() == 1
+            && v.iter().filter(|x| *x == "thermostat 2.0.0").count() == 2
+    })
+    .await;
+}
