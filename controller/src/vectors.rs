@@ -9,7 +9,7 @@
 //!
 //! Payloads are JSON in the spec and CBOR on the wire, encoded as a class config is
 //! (`fleet::config_cbor`). What the handler produced is decoded back to JSON and compared by value
-//! ([`compare`], pure): objects by keys, lists in order, numbers by value (`21` equals `21.0`), and
+//! (`compare`, pure): objects by keys, lists in order, numbers by value (`21` equals `21.0`), and
 //! a float the handler wrote in single precision by its shortest decimal (an `f32` 19.3 equals the
 //! vector's 19.3).
 
@@ -28,11 +28,11 @@ use serde_json::Value;
 use crate::resources::{TestExpectation, TestVector};
 
 /// The device id every vector runs as.
-pub const DEVICE: &str = "test-vector";
+const DEVICE: &str = "test-vector";
 
 /// The clock every vector sees (`now_ms`): 2026-01-01T00:00:00Z, fixed so that a case gives the
 /// same answer every time it runs.
-pub const NOW_MS: i64 = 1_767_225_600_000;
+const NOW_MS: i64 = 1_767_225_600_000;
 
 /// Longest failure message a [`Report`] gives (a condition message, an Event note).
 const MAX_FAILURE_CHARS: usize = 4000;
@@ -126,11 +126,6 @@ impl Runner {
             sandbox: Mutex::new(None),
             verdicts: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The worker binary the sandbox starts.
-    pub fn worker(&self) -> &std::path::Path {
-        &self.config.worker.program
     }
 
     /// Runs `vectors` against the module `wasm` (already admitted) and says how each case went.
@@ -263,7 +258,7 @@ fn run_case(
 /// What differs between `expect` and an interaction's `outcome` (`None`: nothing), for people:
 /// `commands: expected [{"heat":true}], got []`. The state is checked only when expected; a handler
 /// that set none leaves `state_before`.
-pub fn compare(
+fn compare(
     expect: &TestExpectation,
     state_before: Option<&[u8]>,
     outcome: &Outcome,
