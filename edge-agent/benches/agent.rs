@@ -159,6 +159,7 @@ async fn start_agent(
         limits: bench_limits(),
         handler,
         counters: Default::default(),
+        retired: Default::default(),
     });
     let subscriptions = Subscriptions::default();
     subscriptions.add(topic::ALL_DEVICES_UP_FILTER.to_string());

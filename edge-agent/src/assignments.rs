@@ -16,7 +16,8 @@
 //!   from the store (and the artefact cache). A class that does not come back is retried with
 //!   backoff ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]); when its blob is missing or corrupt the blob is
 //!   fetched again. A redelivered assignment of the current generation re-activates a class that is
-//!   not running.
+//!   not running (but not the version a class fell back from: see `fallback`). The stored previous
+//!   version is loaded too, so that a quarantine after a restart can fall back at once.
 //! * **Downloads** time out after [`DOWNLOAD_TIMEOUT`] without progress, and are cancelled when a newer
 //!   generation of the class supersedes them; a redelivered assignment joins the download under way
 //!   instead of starting another.
@@ -283,8 +284,8 @@ impl Assignments {
             let e = AssignmentError::Invalid(e.to_string());
             return self.refuse(&class, Some(generation), &e);
         }
-        let applied = match self.ctx.store.class(&class) {
-            Ok(record) => record.map(|r| r.generation),
+        let stored = match self.ctx.store.class(&class) {
+            Ok(record) => record,
             Err(e) => {
                 return self.refuse(
                     &class,
@@ -293,16 +294,22 @@ impl Assignments {
                 );
             }
         };
+        let applied = stored.as_ref().map(|r| r.generation);
         match assignment.freshness(applied) {
             Freshness::Current => {
-                let running = self
-                    .ctx
-                    .classes
-                    .get(&class)
-                    .is_some_and(|active| active.generation == generation);
-                if running
+                // Running any version is enough: after a fallback the class runs an older
+                // generation, and the redelivered assignment it fell back from must not return.
+                if self.ctx.classes.get(&class).is_some()
                     || assignment.handler.is_none()
                     || self.is_downloading(&class, generation)
+                {
+                    return;
+                }
+                // The store runs another version of this generation (the class fell back before a
+                // restart): that one is being restored and retried, not this one.
+                if stored
+                    .and_then(|r| r.active)
+                    .is_some_and(|active| active.assignment != verified.signed)
                 {
                     return;
                 }
@@ -582,41 +589,14 @@ impl Assignments {
     }
 
     /// Loads the assignment's module into the sandbox and switches the class to it; `record` stores
-    /// the switch (false when restoring what the store already says).
+    /// the switch (false when restoring what the store already says: then the stored previous
+    /// version is loaded too, for a fallback).
     async fn activate(&mut self, verified: &Verified, record: bool) -> Result<(), AssignmentError> {
         let assignment = &verified.assignment;
-        let Some(handler) = &assignment.handler else {
-            return Err(AssignmentError::Invalid(
-                "the assignment has no handler".into(),
-            ));
-        };
-        let sha = handler.module.sha256;
-        let version = format!("{}@{}", handler.module.name, handler.module.version);
+        let active = self.load_version(verified).await?;
+        let (sha, version) = (active.sha256, active.version.clone());
         let ctx = self.ctx.clone();
-        let (label, limits, config) = (
-            version.clone(),
-            handler.limits.clone(),
-            handler.config.clone(),
-        );
-        // Reading the blob, hashing it and compiling it all run off the async threads.
-        let module = tokio::task::spawn_blocking(move || {
-            let blob = ctx
-                .store
-                .module(&sha)
-                .map_err(|e| AssignmentError::Store(e.to_string()))?
-                .ok_or(AssignmentError::MissingBlob(sha))?;
-            ctx.sandbox
-                .load(ModuleSpec {
-                    label,
-                    wasm: &blob,
-                    expected_sha256: Some(*sha.as_bytes()),
-                    limits,
-                    config,
-                })
-                .map_err(AssignmentError::from)
-        })
-        .await
-        .map_err(|e| AssignmentError::Task(e.to_string()))??;
+        let switching = ctx.classes.switch_lock().await;
         if record {
             let store = self.ctx.store.clone();
             let class = assignment.class.clone();
@@ -635,17 +615,11 @@ impl Assignments {
             .map_err(|e| AssignmentError::Task(e.to_string()))?
             .map_err(|e| AssignmentError::Store(e.to_string()))?;
         }
-        let previous = self.ctx.classes.swap(ActiveClass {
-            class: assignment.class.clone(),
-            version: version.clone(),
-            sha256: sha,
-            reference: handler.module.reference(),
-            generation: assignment.generation,
-            rollout: assignment.rollout.clone(),
-            limits: handler.limits.clone(),
-            handler: ClassHandler::Wasm(module),
-            counters: Default::default(),
-        });
+        let previous = self.ctx.classes.swap(active);
+        drop(switching);
+        if !record {
+            self.restore_previous(assignment).await;
+        }
         self.ctx.metrics.swaps.inc();
         self.ctx
             .classes
@@ -667,6 +641,88 @@ impl Assignments {
             self.collect_garbage().await;
         }
         Ok(())
+    }
+
+    /// Loads the class's previous version that the store keeps, so that a quarantine of the restored
+    /// one can fall back at once. When the store's active version is older than the generation it
+    /// applied, the class had fallen back from that previous version: it stays retired.
+    async fn restore_previous(&mut self, active: &Assignment) {
+        let class = &active.class;
+        let record = match self.ctx.store.class(class) {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(e) => {
+                return tracing::warn!(%class, "cannot read the class's previous version: {e}");
+            }
+        };
+        let Some(previous) = record.previous else {
+            return;
+        };
+        let loaded = match self.verify(&previous.assignment) {
+            Ok(verified) => self.load_version(&verified).await,
+            Err(e) => Err(AssignmentError::StoredAssignment(e.to_string())),
+        };
+        match loaded {
+            Ok(loaded) => {
+                let fell_back = active.generation < record.generation;
+                loaded.retired.store(fell_back, Ordering::Relaxed);
+                self.ctx.classes.set_previous(loaded);
+            }
+            Err(e) => tracing::warn!(
+                %class,
+                version = %previous.version,
+                "previous version not loaded, so no fallback until the next switch: {e}"
+            ),
+        }
+    }
+
+    /// Reads the assignment's module from the store and loads it into the sandbox (hashing and
+    /// compiling off the async threads): the class version it makes, not switched in yet.
+    async fn load_version(&self, verified: &Verified) -> Result<ActiveClass, AssignmentError> {
+        let assignment = &verified.assignment;
+        let Some(handler) = &assignment.handler else {
+            return Err(AssignmentError::Invalid(
+                "the assignment has no handler".into(),
+            ));
+        };
+        let sha = handler.module.sha256;
+        let version = format!("{}@{}", handler.module.name, handler.module.version);
+        let ctx = self.ctx.clone();
+        let (label, limits, config) = (
+            version.clone(),
+            handler.limits.clone(),
+            handler.config.clone(),
+        );
+        let module = tokio::task::spawn_blocking(move || {
+            let blob = ctx
+                .store
+                .module(&sha)
+                .map_err(|e| AssignmentError::Store(e.to_string()))?
+                .ok_or(AssignmentError::MissingBlob(sha))?;
+            ctx.sandbox
+                .load(ModuleSpec {
+                    label,
+                    wasm: &blob,
+                    expected_sha256: Some(*sha.as_bytes()),
+                    limits,
+                    config,
+                })
+                .map_err(AssignmentError::from)
+        })
+        .await
+        .map_err(|e| AssignmentError::Task(e.to_string()))??;
+        Ok(ActiveClass {
+            class: assignment.class.clone(),
+            version,
+            sha256: sha,
+            reference: handler.module.reference(),
+            generation: assignment.generation,
+            rollout: assignment.rollout.clone(),
+            limits: handler.limits.clone(),
+            handler: ClassHandler::Wasm(module),
+            counters: Default::default(),
+            retired: Default::default(),
+        })
     }
 
     async fn withdraw(&mut self, assignment: &Assignment) {

@@ -4,9 +4,13 @@
 //! batch is formed and keeps it to the end, so interactions already running finish on the old
 //! version and later ones use the new one. Nothing is queued per version, so the swap itself can
 //! neither drop nor repeat a message.
+//!
+//! Every switch of a class's version — an assignment's swap, a fallback after a quarantine — holds
+//! the table's switch lock across its store write and its table change, so the store and the table
+//! name the same active and previous versions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use edgefleet_protocol::ClassLimits;
@@ -16,7 +20,7 @@ use edgefleet_protocol::id::ClassId;
 use edgefleet_protocol::manifest::ModuleRef;
 use edgefleet_protocol::status::{ErrorReport, PendingModule};
 
-use edgefleet_sandbox::{Interaction, InteractionError, ModuleHandle, Outcome};
+use edgefleet_sandbox::{Interaction, InteractionError, ModuleHandle, Outcome, Sandbox};
 
 /// A class with its running module version.
 #[derive(Debug)]
@@ -35,6 +39,21 @@ pub struct ActiveClass {
     pub handler: ClassHandler,
     /// What this version did, for the node status.
     pub counters: ModuleCounters,
+    /// Set once the agent fell back from this version after its quarantine: it is reported
+    /// quarantined from then on (the breaker's cooldown ends, but the version no longer runs) and
+    /// never fallen back to.
+    pub retired: AtomicBool,
+}
+
+impl ActiveClass {
+    /// Whether this version is quarantined now, or was when the agent fell back from it.
+    pub fn is_quarantined(&self, sandbox: &Sandbox) -> bool {
+        self.retired.load(Ordering::Relaxed)
+            || match &self.handler {
+                ClassHandler::Wasm(module) => sandbox.is_quarantined(module),
+                ClassHandler::Native(_) => false,
+            }
+    }
 }
 
 /// What runs a class's interactions.
@@ -92,6 +111,7 @@ pub struct ClassTable {
     expected: Arc<RwLock<std::collections::HashSet<ClassId>>>,
     previous: Arc<RwLock<HashMap<ClassId, Arc<ActiveClass>>>>,
     reports: Arc<RwLock<HashMap<ClassId, ClassReport>>>,
+    switching: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ClassTable {
@@ -116,7 +136,36 @@ impl ClassTable {
         replaced
     }
 
-    /// The version a class ran before its current one, if it was replaced while the agent ran.
+    /// Held by whoever switches a class's version, from its store write to its table change.
+    pub async fn switch_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.switching.lock().await
+    }
+
+    /// Makes `previous` the version the class ran before its current one (a restore: the store
+    /// remembers it).
+    pub fn set_previous(&self, previous: ActiveClass) {
+        let mut table = self.previous.write().unwrap_or_else(|p| p.into_inner());
+        table.insert(previous.class.clone(), Arc::new(previous));
+    }
+
+    /// Switches the class from `from`, its active version, back to its previous one, which becomes
+    /// active while `from` becomes previous; returns the version now active. `None` (nothing
+    /// changed) when `from` is no longer active or there is no previous version.
+    pub fn fall_back(&self, from: &Arc<ActiveClass>) -> Option<Arc<ActiveClass>> {
+        let mut table = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut previous = self.previous.write().unwrap_or_else(|p| p.into_inner());
+        let current = table.get(&from.class)?;
+        if !Arc::ptr_eq(current, from) {
+            return None;
+        }
+        let back = previous.get(&from.class)?.clone();
+        previous.insert(from.class.clone(), from.clone());
+        table.insert(from.class.clone(), back.clone());
+        Some(back)
+    }
+
+    /// The version a class ran before its current one (loaded: a fallback needs no load), if it
+    /// was replaced while the agent ran or the store remembers one.
     pub fn previous(&self, class: &ClassId) -> Option<Arc<ActiveClass>> {
         let previous = self.previous.read().unwrap_or_else(|p| p.into_inner());
         previous.get(class).cloned()

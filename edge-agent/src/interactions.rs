@@ -12,9 +12,19 @@
 //! | verdict | when | broker ack | also |
 //! |---|---|---|---|
 //! | done | the interaction succeeded and its effects are flushed | yes, after the flush and the commands | |
-//! | module fault | the *module* failed: trap, timeout, worker crash, output/state limit, forbidden topic, rejection, quarantine | yes (a poison message must not come back into a crash loop) | counted, a throttled event |
+//! | module fault | the *module* failed: trap, timeout, worker crash, output/state limit, forbidden topic, rejection, quarantine without a version to fall back to | yes (a poison message must not come back into a crash loop) | counted, a throttled event |
 //! | refused | not a device topic, oversized, class not assigned here | yes | counted, a throttled event |
 //! | host fault | the *node* failed: workers unavailable, the class not restored yet, state read, commit or flush failed | **no** | the device is held, the link reconnects so that the broker delivers it again; counted, a throttled event |
+//!
+//! **Quarantine: fall back and run on the previous version.** When a batch finds its class's
+//! active version quarantined (`InteractionError::Quarantined`) and the class keeps a previous
+//! version, the class falls back to it at once (`fallback`), and the interactions the quarantine
+//! refused run on that version in the same round: they never ran (a quarantine refuses without
+//! touching a worker), so they get the verdict of the version that now runs — done once flushed,
+//! like any other. Running them now rather than leaving them for redelivery keeps the device
+//! answered without a reconnect and keeps per-device order. The messages whose faults tripped the
+//! breaker keep their module-fault verdict (acked: a poison message must not come back). Either way
+//! nothing is acked before its effects are durable.
 //!
 //! **Fairness and bounds** are the [`Intake`]'s (see there): the polling task only offers and never
 //! waits, so no lane can stall the link and the link cannot stall a lane. Lanes wait on the sandbox,
@@ -44,6 +54,7 @@ use crate::classes::{ActiveClass, ClassHandler};
 use crate::clock::now_ms;
 use crate::context::Context;
 use crate::events::report_traffic;
+use crate::fallback;
 use crate::health::Observations;
 use crate::intake::{Budget, Envelope, Intake, IntakeLimits, Offered, Shed, Taken};
 use crate::link::Link;
@@ -508,12 +519,13 @@ impl Interactions {
                 }
             }
         }
-        // The batch's results are in the order of the readable messages.
-        let mut ran = self.run_batch(active, items).await.into_iter();
+        // The batch's results are in the order of the readable messages, each with the version
+        // that ran it.
+        let mut ran = self.run_with_fallback(active, items).await.into_iter();
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut to_commit = Vec::new();
         for (index, (taken, readable)) in messages.into_iter().zip(readable).enumerate() {
-            let Some(result) = readable.then(|| ran.next()).flatten() else {
+            let Some((runner, result)) = readable.then(|| ran.next()).flatten() else {
                 verdicts.push((
                     taken,
                     Verdict::HostFault {
@@ -526,10 +538,10 @@ impl Interactions {
                 Ok(_) => "ok",
                 Err(e) => e.kind(),
             };
-            self.count(active, &taken.device.1, label);
+            self.count(&runner, &taken.device.1, label);
             match result {
                 Ok(outcome) => {
-                    to_commit.push((index, outcome));
+                    to_commit.push((index, runner, outcome));
                     verdicts.push((
                         taken,
                         Verdict::Done {
@@ -538,8 +550,8 @@ impl Interactions {
                     ));
                 }
                 Err(InteractionError::Unavailable { detail }) => {
-                    tracing::error!(class = %active.class, "sandbox unavailable: {detail}");
-                    self.report_host_fault(active, &taken.device.1, &detail);
+                    tracing::error!(class = %runner.class, "sandbox unavailable: {detail}");
+                    self.report_host_fault(&runner, &taken.device.1, &detail);
                     verdicts.push((
                         taken,
                         Verdict::HostFault {
@@ -556,9 +568,9 @@ impl Interactions {
                     report_traffic(
                         &self.ctx,
                         AgentEvent::new(now_ms(), self.ctx.node.clone(), kind, error.to_string())
-                            .with_class(active.class.clone())
+                            .with_class(runner.class.clone())
                             .with_device(taken.device.1.clone())
-                            .with_module(active.sha256),
+                            .with_module(runner.sha256),
                     );
                     verdicts.push((taken, Verdict::ModuleFault));
                 }
@@ -569,9 +581,9 @@ impl Interactions {
         }
         let devices: Vec<DeviceId> = to_commit
             .iter()
-            .map(|(index, _)| verdicts[*index].0.device.1.clone())
+            .map(|(index, _, _)| verdicts[*index].0.device.1.clone())
             .collect();
-        let committed = self.commit(active, devices, to_commit).await;
+        let committed = self.commit(devices, to_commit).await;
         for (index, result) in committed {
             let (taken, verdict) = &mut verdicts[index];
             *verdict = match result {
@@ -583,6 +595,41 @@ impl Interactions {
             };
         }
         verdicts
+    }
+
+    /// Runs the batch on `active`; when `active` turns out to be quarantined, falls the class back
+    /// to its previous version ([`fallback`]) and runs the interactions the quarantine refused on
+    /// that one (they never ran: a quarantine refuses without touching a worker). Each result
+    /// comes with the version that produced it.
+    async fn run_with_fallback(
+        &self,
+        active: &Arc<ActiveClass>,
+        items: Vec<Interaction>,
+    ) -> Vec<(Arc<ActiveClass>, Result<Outcome, InteractionError>)> {
+        let refused_items = items.clone();
+        let mut ran: Vec<_> = self
+            .run_batch(active, items)
+            .await
+            .into_iter()
+            .map(|result| (active.clone(), result))
+            .collect();
+        let refused: Vec<usize> = ran
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, r))| matches!(r, Err(InteractionError::Quarantined { .. })))
+            .map(|(index, _)| index)
+            .collect();
+        if refused.is_empty() {
+            return ran;
+        }
+        let Some(back) = fallback::fall_back(&self.ctx, active).await else {
+            return ran;
+        };
+        let again: Vec<Interaction> = refused.iter().map(|&i| refused_items[i].clone()).collect();
+        for (index, result) in refused.into_iter().zip(self.run_batch(&back, again).await) {
+            ran[index] = (back.clone(), result);
+        }
+        ran
     }
 
     async fn run_batch(
@@ -611,23 +658,21 @@ impl Interactions {
         }
     }
 
-    /// Commits the outcomes (one transaction each, off the async threads); the commands of each, by
-    /// index.
+    /// Commits the outcomes, each of the version that produced it (one transaction each, off the
+    /// async threads); the commands of each, by index.
     async fn commit(
         &self,
-        active: &Arc<ActiveClass>,
         devices: Vec<DeviceId>,
-        outcomes: Vec<(usize, Outcome)>,
+        outcomes: Vec<(usize, Arc<ActiveClass>, Outcome)>,
     ) -> Vec<(usize, Result<Vec<Vec<u8>>, String>)> {
         let ctx = self.ctx.clone();
-        let active = active.clone();
-        let indices: Vec<usize> = outcomes.iter().map(|(i, _)| *i).collect();
+        let indices: Vec<usize> = outcomes.iter().map(|(i, _, _)| *i).collect();
         let task = tokio::task::spawn_blocking(move || {
             devices
                 .into_iter()
                 .zip(outcomes)
-                .map(|(device, (index, outcome))| {
-                    (index, commit_one(&ctx, &active, &device, outcome))
+                .map(|(device, (index, runner, outcome))| {
+                    (index, commit_one(&ctx, &runner, &device, outcome))
                 })
                 .collect::<Vec<_>>()
         });

@@ -15,6 +15,7 @@ mod clock;
 pub mod config;
 pub mod context;
 pub mod events;
+mod fallback;
 mod health;
 mod http;
 pub mod intake;

@@ -62,6 +62,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "edgefleet_agent_ready",
     "edgefleet_agent_unready",
     "edgefleet_agent_garbage_collected_total",
+    "edgefleet_agent_fallbacks_total",
 ];
 
 /// The reasons of `shed_messages` (see `intake::Shed::label`).
@@ -105,6 +106,7 @@ pub struct AgentMetrics {
     pub ready: Gauge,
     pub unready: Family<ReasonLabels, Gauge>,
     pub garbage_collected: Family<ReasonLabels, Counter>,
+    pub fallbacks: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -132,6 +134,7 @@ impl Default for AgentMetrics {
             ready: Gauge::default(),
             unready: Family::default(),
             garbage_collected: Family::default(),
+            fallbacks: Counter::default(),
         }
     }
 }
@@ -266,6 +269,11 @@ impl AgentMetrics {
             "garbage_collected",
             "Module blobs and compiled artefacts removed because no class references them, by kind",
             self.garbage_collected.clone(),
+        );
+        r.register(
+            "fallbacks",
+            "Switches of a class back to its previous version because the active one was quarantined",
+            self.fallbacks.clone(),
         );
     }
 

@@ -16,7 +16,7 @@ use edgefleet_protocol::status::{
 use edgefleet_protocol::topic::Topic;
 use tokio::sync::watch;
 
-use crate::classes::{ActiveClass, ClassHandler};
+use crate::classes::ActiveClass;
 use crate::clock::now_ms;
 use crate::context::Context;
 use crate::link::{Link, LinkState};
@@ -165,10 +165,7 @@ impl StatusReporter {
             traps: load(&active.counters.traps),
             timeouts: load(&active.counters.timeouts),
             rejections: load(&active.counters.rejections),
-            quarantined: match &active.handler {
-                ClassHandler::Wasm(module) => self.ctx.sandbox.is_quarantined(module),
-                ClassHandler::Native(_) => false,
-            },
+            quarantined: active.is_quarantined(&self.ctx.sandbox),
         }
     }
 

@@ -60,3 +60,141 @@ async fn the_status_reports_the_rollout_step_of_the_running_assignment_across_a_
     assert_eq!(class.rollout, wave.rollout, "{class:#?}");
     assert_eq!(class.generation, Some(2));
 }
+
+/// The echo probe's answer: the message's payload.
+fn echoed(answer: &rumqttc::Publish) -> u32 {
+    u32::from_le_bytes(answer.payload[..4].try_into().expect("a 4-byte echo"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_version_falls_back_to_the_previous_one_at_once_and_loses_no_message() {
+    let mut fleet = Fleet::start().await;
+    let mut statuses = fleet
+        .observe("ops", &format!("ef/v1/node/{NODE}/status"))
+        .await;
+    let mut events = fleet
+        .observe("ops-events", &format!("ef/v1/node/{NODE}/event"))
+        .await;
+    let limit = Duration::from_secs(60);
+    let is_version = |m: &Option<edgefleet_protocol::manifest::ModuleRef>, v: &str| {
+        m.as_ref().is_some_and(|m| m.version == v)
+    };
+    // v1 echoes every message; v2 traps on every one.
+    let v1 = fleet
+        .publish_module("echo", "1.0.0", &probe_wasm("echo"))
+        .await;
+    let v2 = fleet
+        .publish_module("echo", "2.0.0", &hostile_wasm("trap"))
+        .await;
+    fleet
+        .assign("echo", 1, v1.clone(), ClassLimits::default())
+        .await;
+    until_status(&mut statuses, limit, "v1 active", |s| {
+        class_status(s, "echo").is_some_and(|c| is_version(&c.active, "1.0.0"))
+    })
+    .await;
+    fleet.assign("echo", 2, v2, ClassLimits::default()).await;
+    let before = until_status(&mut statuses, limit, "v2 active", |s| {
+        class_status(s, "echo").is_some_and(|c| is_version(&c.active, "2.0.0"))
+    })
+    .await;
+    // After a restart the previous version comes from the store.
+    fleet.kill_agent();
+    fleet.start_agent();
+    until_status(&mut statuses, limit, "v2 restored with v1 kept", |s| {
+        s.started_at_ms > before.started_at_ms
+            && class_status(s, "echo")
+                .is_some_and(|c| is_version(&c.active, "2.0.0") && is_version(&c.previous, "1.0.0"))
+    })
+    .await;
+
+    let (device, mut answers) = fleet.device("e-1", "ef/v1/dev/echo/e-1/down/cmd").await;
+    let up = "ef/v1/dev/echo/e-1/up/telemetry";
+    const SENT: u32 = 60;
+    for n in 0..SENT {
+        device
+            .publish(up, QoS::AtLeastOnce, false, n.to_le_bytes().to_vec())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let event = until_event(&mut events, limit, "the RolledBack event", |e| {
+        e.kind == EventKind::RolledBack
+    })
+    .await;
+    assert!(
+        event.detail.contains("echo@2.0.0") && event.detail.contains("echo@1.0.0"),
+        "the event names both versions: {event:?}"
+    );
+    assert_eq!(event.module, Some(v1.sha256));
+    // Every message is either answered by v1 or was one of the traps that quarantined v2: the
+    // messages the quarantine refused ran on v1.
+    let mut answered = std::collections::BTreeSet::new();
+    let started = Instant::now();
+    let status = loop {
+        assert!(started.elapsed() < limit, "answered {answered:?}");
+        while let Ok(answer) = answers.try_recv() {
+            answered.insert(echoed(&answer));
+        }
+        let status = until_status(&mut statuses, limit, "a status", |_| true).await;
+        let class = class_status(&status, "echo").cloned().expect("echo listed");
+        let traps: u64 = class
+            .modules
+            .iter()
+            .filter(|m| m.module.version == "2.0.0")
+            .map(|m| m.traps)
+            .sum();
+        if answered.len() as u64 + traps == u64::from(SENT) {
+            break class;
+        }
+    };
+    let v2_stats = status
+        .modules
+        .iter()
+        .find(|m| m.module.version == "2.0.0")
+        .expect("the quarantined version is listed");
+    assert!(v2_stats.quarantined, "{status:#?}");
+    assert!(
+        v2_stats.traps >= 5,
+        "the breaker trips after 5: {status:#?}"
+    );
+    assert!(is_version(&status.active, "1.0.0"), "{status:#?}");
+    assert!(is_version(&status.previous, "2.0.0"), "{status:#?}");
+    assert!(
+        answered.contains(&(SENT - 1)),
+        "the device keeps being answered"
+    );
+    assert!(
+        answered.iter().all(|&n| n < SENT) && answered.len() as u32 >= SENT / 2,
+        "{answered:?}"
+    );
+    assert_eq!(fleet.metric("edgefleet_agent_fallbacks_total", ""), 1.0);
+
+    // A restart keeps the fallback: the redelivered (retained) assignment of v2 is not newer.
+    fleet.kill_agent();
+    fleet.start_agent();
+    let restarted = until_status(&mut statuses, limit, "restarted on v1", |s| {
+        s.started_at_ms > before.started_at_ms + 1
+            && s.uplink.state == edgefleet_protocol::status::LinkState::Connected
+            && class_status(s, "echo").is_some_and(|c| c.active.is_some())
+    })
+    .await;
+    let class = class_status(&restarted, "echo").unwrap();
+    assert!(is_version(&class.active, "1.0.0"), "{class:#?}");
+    assert!(
+        class
+            .modules
+            .iter()
+            .any(|m| m.module.version == "2.0.0" && m.quarantined),
+        "the version fallen back from stays reported quarantined: {class:#?}"
+    );
+    // An answer at all is v1's: v2 traps on every message.
+    until_answered(&device, up, &SENT.to_le_bytes(), &mut answers, limit).await;
+    // The controller's rollback (a newer generation of v1) is applied as usual.
+    fleet.assign("echo", 3, v1, ClassLimits::default()).await;
+    until_status(&mut statuses, limit, "generation 3 applied", |s| {
+        class_status(s, "echo")
+            .is_some_and(|c| c.generation == Some(3) && is_version(&c.active, "1.0.0"))
+    })
+    .await;
+}

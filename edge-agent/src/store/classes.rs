@@ -85,11 +85,23 @@ impl Store {
         })
     }
 
-    /// Swaps the active and previous versions of `class` (after the active one was quarantined), so a
-    /// second rollback returns to it. The generation stays. Fails with
-    /// [`StoreError::NoPreviousVersion`] when there is nothing to go back to.
-    pub fn rollback_class(&self, class: &ClassId) -> Result<ClassRecord, StoreError> {
+    /// Swaps the active and previous versions of `class` (after the active one, module `from`, was
+    /// quarantined), so a second rollback returns to it. The generation stays, so the redelivered
+    /// assignment of the version left is not newer and is not applied again. Fails with
+    /// [`StoreError::NoPreviousVersion`] when there is nothing to go back to, and with
+    /// [`StoreError::NotActive`] when `from` is not the active version (another switch came first).
+    pub fn rollback_class(
+        &self,
+        class: &ClassId,
+        from: &Sha256Digest,
+    ) -> Result<ClassRecord, StoreError> {
         self.update_class(class, |current| match current {
+            Some(record) if record.active.as_ref().map(|a| &a.module_sha256) != Some(from) => {
+                Err(StoreError::NotActive {
+                    class: class.clone(),
+                    module: *from,
+                })
+            }
             Some(record) if record.previous.is_some() => Ok(ClassRecord {
                 active: record.previous.clone(),
                 previous: record.active.clone(),
@@ -199,8 +211,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.class(&thermo()).unwrap(), None);
+        let v1 = Sha256Digest::of(b"1.0.0");
         assert!(matches!(
-            store.rollback_class(&thermo()),
+            store.rollback_class(&thermo(), &v1),
             Err(StoreError::NoPreviousVersion { .. })
         ));
 
@@ -208,7 +221,7 @@ mod tests {
         assert_eq!(first.active, Some(version("1.0.0")));
         assert_eq!(first.previous, None);
         assert!(matches!(
-            store.rollback_class(&thermo()),
+            store.rollback_class(&thermo(), &v1),
             Err(StoreError::NoPreviousVersion { .. })
         ));
 
@@ -223,7 +236,15 @@ mod tests {
             }
         );
 
-        let rolled_back = store.rollback_class(&thermo()).unwrap();
+        let v2 = Sha256Digest::of(b"2.0.0");
+        assert!(
+            matches!(
+                store.rollback_class(&thermo(), &v1),
+                Err(StoreError::NotActive { .. })
+            ),
+            "only the active version is rolled back from"
+        );
+        let rolled_back = store.rollback_class(&thermo(), &v2).unwrap();
         assert_eq!(rolled_back.active, Some(version("1.1.0")));
         assert_eq!(rolled_back.previous, Some(version("2.0.0")));
         assert_eq!(rolled_back.generation, 9);
@@ -233,7 +254,10 @@ mod tests {
         assert_eq!(store.class(&thermo()).unwrap(), Some(rolled_back.clone()));
         assert_eq!(store.classes().unwrap(), vec![(thermo(), rolled_back)]);
         assert_eq!(
-            store.rollback_class(&thermo()).unwrap().active,
+            store
+                .rollback_class(&thermo(), &Sha256Digest::of(b"1.1.0"))
+                .unwrap()
+                .active,
             Some(version("2.0.0"))
         );
     }
@@ -313,7 +337,9 @@ mod tests {
         for result in [
             store.class(&thermo()).map(|_| ()),
             store.classes().map(|_| ()),
-            store.rollback_class(&thermo()).map(|_| ()),
+            store
+                .rollback_class(&thermo(), &Sha256Digest::of(b"1.0.0"))
+                .map(|_| ()),
         ] {
             assert!(
                 matches!(&result, Err(StoreError::Corrupt { tree: CLASSES, key, .. }) if key == "thermo"),

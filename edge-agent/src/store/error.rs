@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use edgefleet_protocol::ClassId;
+use edgefleet_protocol::{ClassId, Sha256Digest};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,5 +97,15 @@ pub enum StoreError {
     NoPreviousVersion {
         /// The class.
         class: ClassId,
+    },
+    /// A rollback from a version that is not the class's active one.
+    #[error(
+        "class {class} does not run module {module} (another switch came first): nothing to roll back from"
+    )]
+    NotActive {
+        /// The class.
+        class: ClassId,
+        /// The module the rollback was from.
+        module: Sha256Digest,
     },
 }
