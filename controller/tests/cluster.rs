@@ -461,3 +461,171 @@ async fn a_tampered_registry_blob_never_reaches_a_node() {
     );
     replica.stop();
 }
+
+/// Events the API server holds about DeviceClass `name`: their reasons, one per occurrence (the
+/// recorder folds repeats into one Event's `series`).
+fn class_event_reasons(plane: &ControlPlane, name: &str) -> Vec<String> {
+    let events = kubectl(
+        plane,
+        &["get", "events.events.k8s.io", "-n", "default", "-o", "json"],
+    )
+    .unwrap_or_default();
+    let events: Value = serde_json::from_str(&events).unwrap_or(Value::Null);
+    let mut found: Vec<(String, String)> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["kind"] == "DeviceClass" && e["regarding"]["name"] == name)
+        .flat_map(|e| {
+            let count = e["series"]["count"].as_u64().unwrap_or(1) as usize;
+            let reason = e["reason"].as_str().unwrap_or_default().to_string();
+            std::iter::repeat_n(
+                (
+                    e["eventTime"].as_str().unwrap_or_default().to_string(),
+                    reason,
+                ),
+                count,
+            )
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, reason)| reason).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_shows_its_steps_in_kubectl_and_events_and_obeys_kubectl_annotate() {
+    let (plane, kubeconfig) = plane();
+    let registry = Registry::start().unwrap();
+    let registry_ca = plane.dir().join("registry-ca.crt");
+    std::fs::write(&registry_ca, registry.ca_pem()).unwrap();
+    let wasm =
+        edgefleet_device_modules::handler_wasm(edgefleet_device_modules::Handler::Thermostat)
+            .expect("the thermostat module builds");
+    // v2: the same handler as another binary (a custom section appended).
+    let mut v2 = wasm.clone();
+    v2.extend([0, 3, 2, b'v', b'2']);
+    let image_1 = push(&registry, "edgefleet/thermostat", &wasm).await;
+    let image_2 = push(&registry, "edgefleet/thermostat-2", &v2).await;
+    plane
+        .apply_yaml(&handler_module("thermostat-1", "1.0.0", &image_1))
+        .unwrap();
+    plane
+        .apply_yaml(&handler_module("thermostat-2", "2.0.0", &image_2))
+        .unwrap();
+    let class = |module: &str| {
+        format!(
+            "apiVersion: edgefleet.dev/v1alpha1\nkind: DeviceClass\nmetadata:\n  name: thermo\n\
+             spec:\n  module: {module}\n  nodeSelector: {{}}\n  rollout:\n\
+             \x20   canary: {{nodes: 1}}\n\
+             \x20   gate: {{minInteractions: 5, bakeSeconds: 1}}\n\
+             \x20   progressDeadlineSeconds: 120\n"
+        )
+    };
+    // The first version: no stable one yet, so the canary node serves first and alone.
+    plane.apply_yaml(&class("thermostat-1")).unwrap();
+    let mut fleet = Fleet::new();
+    let mut replica = fleet.start_cluster_controller(&kubeconfig, "replica-1", &registry_ca);
+    fleet.add_node("edge-a");
+    fleet.add_node("edge-b");
+
+    // Devices on both nodes send readings all along (the gate needs interactions).
+    let mut senders = Vec::new();
+    for node in ["edge-a", "edge-b"] {
+        let id = format!("t-{node}");
+        let (device, commands) = fleet.device(node, "thermo", &id).await;
+        senders.push(tokio::spawn(async move {
+            let _commands = commands;
+            let topic = format!("ef/v1/dev/thermo/{id}/up/telemetry");
+            loop {
+                let _ = device
+                    .publish(&topic, rumqttc::QoS::AtLeastOnce, false, reading(18.0))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    until_json(
+        &plane,
+        "deviceclasses.edgefleet.dev",
+        "thermo",
+        "v1 completed",
+        |c| c["status"]["rollout"]["phase"] == "Completed",
+    )
+    .await;
+
+    plane.apply_yaml(&class("thermostat-2")).unwrap();
+    let class_object = until_json(
+        &plane,
+        "deviceclasses.edgefleet.dev",
+        "thermo",
+        "v2 completed",
+        |c| {
+            c["status"]["rollout"]["phase"] == "Completed"
+                && c["status"]["rollout"]["targetVersion"] == "thermostat 2.0.0"
+        },
+    )
+    .await;
+    assert_eq!(class_object["status"]["rollout"]["step"], "2/2 complete");
+    let table = kubectl(&plane, &["get", "dc", "thermo"]).unwrap();
+    assert!(
+        table.contains("ROLLOUT") && table.contains("Completed") && table.contains("2/2 complete"),
+        "{table}"
+    );
+    // Every step is an Event on the class.
+    let started = Instant::now();
+    loop {
+        let reasons = class_event_reasons(&plane, "thermo");
+        let passed = reasons.iter().filter(|r| *r == "RolloutStepPassed").count();
+        let completed = reasons.iter().filter(|r| *r == "RolloutCompleted").count();
+        if reasons.iter().any(|r| r == "RolloutStarted") && passed >= 2 && completed >= 2 {
+            break;
+        }
+        assert!(started.elapsed() < LIMIT, "Events: {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Plain kubectl steers it: undo gives every node v1 back.
+    kubectl(
+        &plane,
+        &[
+            "annotate",
+            "deviceclasses.edgefleet.dev",
+            "thermo",
+            "edgefleet.dev/rollout-action=undo:1",
+            "--overwrite",
+        ],
+    )
+    .unwrap();
+    until_json(
+        &plane,
+        "deviceclasses.edgefleet.dev",
+        "thermo",
+        "undone",
+        |c| {
+            c["status"]["rollout"]["phase"] == "RolledBack"
+                && c["status"]["rollout"]["lastAction"] == "undo:1"
+        },
+    )
+    .await;
+    for node in ["edge-a", "edge-b"] {
+        until_json(&plane, "edgenode", node, "back on v1", |n| {
+            n["status"]["classes"][0]["active"] == "thermostat 1.0.0"
+        })
+        .await;
+    }
+    assert!(class_event_reasons(&plane, "thermo").contains(&"RolloutUndone".to_string()));
+    let metrics = http_get(replica.port, "/metrics").1;
+    assert_eq!(
+        metric(
+            &metrics,
+            "edgefleet_controller_status_write_failures_total",
+            ""
+        ),
+        0.0,
+        "RBAC allowed every write"
+    );
+    for sender in senders {
+        sender.abort();
+    }
+    replica.stop();
+}
