@@ -285,6 +285,39 @@ fn class_text(class: &DeviceClass) -> String {
             ),
         ));
     }
+    if let Some(r) = &status.rollout {
+        let mut rows = vec![
+            ("Id", r.id.clone()),
+            ("Phase", r.phase.clone()),
+            ("Step", r.step.clone()),
+            (
+                "Versions",
+                format!(
+                    "{} -> {}",
+                    r.stable_version.as_deref().unwrap_or(NONE),
+                    r.target_version
+                ),
+            ),
+            (
+                "Nodes",
+                format!(
+                    "{} updated, {} healthy, {} failing, {} pending",
+                    r.updated_nodes, r.healthy_nodes, r.failing_nodes, r.pending_nodes
+                ),
+            ),
+        ];
+        if let Some(gate) = &r.gate {
+            rows.push(("Gate", gate.clone()));
+        }
+        if let Some(shadow) = &r.shadow {
+            rows.push(("Shadow", shadow.clone()));
+        }
+        rows.push(("Why", r.message.clone()));
+        if let Some(action) = &r.last_action {
+            rows.push(("Last action", action.clone()));
+        }
+        out.push_str(&section("Rollout", &fields(&rows)));
+    }
     out.push_str(&conditions_text(&status.conditions));
     out
 }

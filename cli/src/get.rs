@@ -233,6 +233,14 @@ fn class_row(class: &DeviceClass, wide: bool) -> Vec<(&'static str, String)> {
         ("UPDATED", count(status.updated_nodes)),
         ("FAILING", count(status.failing_nodes)),
         ("READY", or_none(ready.map(|c| c.status.clone()))),
+        (
+            "ROLLOUT",
+            or_none(status.rollout.as_ref().map(|r| r.phase.clone())),
+        ),
+        (
+            "STEP",
+            or_none(status.rollout.as_ref().map(|r| r.step.clone())),
+        ),
     ];
     if wide {
         cells.extend([

@@ -144,7 +144,8 @@ enum Command {
     /// Offline; Cordoned), CLASSES (class=version it runs), DEVICES (heard from in the last
     /// minute), RATE (interactions per second), ERRORS (interactions that committed nothing), OUTBOX
     /// (messages waiting for the uplink), LAST-SEEN. classes: MODULE, the VERSION being rolled
-    /// out, NODES selected, UPDATED (running it), FAILING, READY. modules: MODULE, VERSION, READY
+    /// out, NODES selected, UPDATED (running it), FAILING, READY, the ROLLOUT's phase and STEP.
+    /// modules: MODULE, VERSION, READY
     /// and its REASON (Admitted, or why not: DigestMismatch, AdmissionRefused, ImageNotFound …),
     /// SIZE. AGE in a cluster. -o wide adds columns; -o json and -o yaml give the objects.
     #[command(after_long_help = get::EXAMPLES)]

@@ -349,7 +349,7 @@ fn apply_get_and_describe_on_a_standalone_controller() {
     assert_eq!(
         table_rows(&classes.stdout)[0],
         [
-            "NAME", "MODULE", "VERSION", "NODES", "UPDATED", "FAILING", "READY"
+            "NAME", "MODULE", "VERSION", "NODES", "UPDATED", "FAILING", "READY", "ROLLOUT", "STEP"
         ],
         "{}",
         classes.stdout
@@ -363,7 +363,9 @@ fn apply_get_and_describe_on_a_standalone_controller() {
             "1",
             "1",
             "0",
-            "True"
+            "True",
+            "Completed",
+            "1/1 complete"
         ],
         "{}",
         classes.stdout
@@ -394,6 +396,11 @@ fn apply_get_and_describe_on_a_standalone_controller() {
         .unwrap_or_else(|| panic!("a Ready condition in:\n{class}"));
     assert!(ready.contains("True"), "{class}");
     assert!(!class.contains("Events:"), "no Events standalone:\n{class}");
+    assert_eq!(
+        field(&class, "Phase").as_deref(),
+        Some("Completed"),
+        "{class}"
+    );
     let module = fleet
         .cli(&["describe", "module", "thermostat-1.0.0"])
         .ok()
@@ -435,6 +442,23 @@ fn apply_get_and_describe_on_a_standalone_controller() {
     assert_eq!(changed.stdout, "deviceclass/thermo configured\n");
     let class = fleet.cli(&["describe", "class", "thermo"]).ok().stdout;
     assert!(class.contains("timeBudgetMs=30"), "{class}");
+
+    // rollout: its status, and an action carried out (nothing to pause once completed).
+    let status = fleet.cli(&["rollout", "status", "thermo"]).ok().stdout;
+    assert!(
+        status.contains("Completed at step 1/1 complete"),
+        "{status}"
+    );
+    let paused = fleet.cli(&["rollout", "pause", "thermo"]).ok().stdout;
+    assert!(
+        paused.contains("Completed at step 1/1 complete"),
+        "{paused}"
+    );
+    let class = fleet.cli(&["describe", "class", "thermo"]).ok().stdout;
+    assert!(
+        field(&class, "Last action").is_some_and(|a| a.starts_with("pause:")),
+        "{class}"
+    );
 
     // Refused, with what is wrong, and nothing written: ...
     let files = fleet.files();
