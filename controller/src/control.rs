@@ -689,6 +689,22 @@ impl Controller {
             );
             let mut status = status;
             status.rollout = self.rollout_status.get(name).cloned();
+            if let Some(rollout) = &status.rollout {
+                // RolledOut: the latest version reached every selected node through its steps.
+                let previous = self
+                    .class_status
+                    .get(name)
+                    .map_or(&[][..], |p| &p.conditions[..]);
+                status.conditions.push(status::condition(
+                    "RolledOut",
+                    rollout.phase == "Completed",
+                    &rollout.phase,
+                    format!("{} ({}): {}", rollout.id, rollout.step, rollout.message),
+                    generation,
+                    previous,
+                    now,
+                ));
+            }
             self.class_status.insert(name.clone(), status);
         }
         self.class_status
