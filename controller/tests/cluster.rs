@@ -155,6 +155,27 @@ async fn kubectl_apply_refuses_nonsense() {
          spec: {module: m, limits: {timeBudgetMs: 0}}\n",
         "timeBudgetMs",
     );
+    // Rollout strategies no rollout could complete.
+    let strategy = |rollout: &str| {
+        format!(
+            "apiVersion: edgefleet.dev/v1alpha1\nkind: DeviceClass\nmetadata: {{name: c}}\n\
+             spec: {{module: m, rollout: {rollout}}}\n"
+        )
+    };
+    refused(
+        &strategy("{gate: {bakeSeconds: 600}, progressDeadlineSeconds: 60}"),
+        "progressDeadlineSeconds must be longer",
+    );
+    refused(&strategy("{waves: {factor: 0.5}}"), "factor");
+    refused(
+        &strategy("{canary: {nodes: 1, percent: 10}}"),
+        "exactly one of nodes and percent",
+    );
+    refused(&strategy("{canary: {percent: 150}}"), "percent");
+    refused(
+        &strategy("{gate: {maxFaultRateIncrease: 2}}"),
+        "maxFaultRateIncrease",
+    );
     // A module version is immutable.
     plane
         .apply_yaml(&handler_module(
