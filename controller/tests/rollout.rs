@@ -530,4 +530,31 @@ async fn operators_pause_resume_promote_undo_retry_abort_and_supersede_and_offli
             && v.iter().filter(|x| *x == "thermostat 2.0.0").count() == 2
     })
     .await;
+
+    // The canary goes offline, the rollout is aborted: it gets the stable version when back.
+    let canary = NODES[versions(&fleet)
+        .iter()
+        .position(|v| v == "thermostat 1.0.0")
+        .unwrap()];
+    fleet.kill_agent(canary);
+    fleet
+        .until_object("edgenodes", canary, LIMIT, "the canary offline", |n| {
+            n["status"]["state"] == "Offline"
+        })
+        .await;
+    act(
+        &fleet,
+        "thermostat-1",
+        "thermostat 1.0.0",
+        "abort:9",
+        "RolledBack",
+    )
+    .await;
+    fleet.start_agent(canary);
+    until_versions(
+        &fleet,
+        "the canary rolled back once back",
+        on("thermostat 2.0.0"),
+    )
+    .await;
 }
