@@ -833,6 +833,10 @@ impl Controller {
                 self.windows.remove(&name);
             }
             for note in decision.notes {
+                self.metrics
+                    .rollout_events
+                    .get_or_create(&note.reason.into())
+                    .inc();
                 tracing::info!(class = %name, reason = note.reason, "{}", note.message);
                 self.notice(Notice {
                     kind: Kind::Class,
@@ -856,6 +860,23 @@ impl Controller {
         }
         self.rollout_status
             .retain(|name, _| self.objects.classes.contains_key(name));
+        for phase in [
+            rollout::Phase::Progressing,
+            rollout::Phase::Paused,
+            rollout::Phase::Completed,
+            rollout::Phase::RolledBack,
+            rollout::Phase::Failed,
+        ] {
+            let count = self
+                .rollout_status
+                .values()
+                .filter(|s| s.phase == phase.as_str())
+                .count();
+            self.metrics
+                .rollouts
+                .get_or_create(&phase.as_str().into())
+                .set(count as i64);
+        }
         changed
     }
 

@@ -44,6 +44,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "edgefleet_controller_refused_messages_total",
     "edgefleet_controller_nodes",
     "edgefleet_controller_leader",
+    "edgefleet_controller_rollouts",
+    "edgefleet_controller_rollout_events_total",
 ];
 
 /// The metrics.
@@ -78,6 +80,10 @@ pub struct Metrics {
     pub nodes: Family<KindLabel, Gauge>,
     /// 1 while this replica leads (always 1 in standalone mode).
     pub leader: Gauge,
+    /// Classes by the phase of their latest rollout.
+    pub rollouts: Family<KindLabel, Gauge>,
+    /// Rollout events by reason (`RolloutStepPassed`, `RolloutFailed`, …).
+    pub rollout_events: Family<KindLabel, Counter>,
 }
 
 /// A histogram with buckets from 1 ms to about 30 s.
@@ -146,6 +152,22 @@ impl Metrics {
         );
         r.register("nodes", "Nodes by state", self.nodes.clone());
         r.register("leader", "1 while this replica leads", self.leader.clone());
+        r.register(
+            "rollouts",
+            "Classes by the phase of their latest rollout",
+            self.rollouts.clone(),
+        );
+        r.register(
+            "rollout_events",
+            "Rollout events, by reason",
+            self.rollout_events.clone(),
+        );
+        for phase in ["Progressing", "Paused", "Completed", "RolledBack", "Failed"] {
+            let _ = self.rollouts.get_or_create(&phase.into());
+        }
+        for reason in ["RolloutStepPassed", "RolloutCompleted", "RolloutFailed"] {
+            let _ = self.rollout_events.get_or_create(&reason.into());
+        }
         for kind in ["significant", "steady", "module", "class"] {
             let _ = self.status_writes.get_or_create(&kind.into());
         }

@@ -286,6 +286,14 @@ async fn a_good_version_goes_through_canary_and_waves_and_a_trapping_one_is_roll
         "{message}"
     );
     fleet_on(&fleet, "thermostat 2.0.0").await;
+    assert_eq!(
+        fleet.controller_metric("edgefleet_controller_rollout_events_total", "RolloutFailed"),
+        1.0
+    );
+    assert_eq!(
+        fleet.controller_metric("edgefleet_controller_rollouts", "RolledBack"),
+        1.0
+    );
     let counts = traffic.stop_and_count().await;
     // The canary's device lost the readings v3 trapped on (module faults are not retried: a
     // poison message must not loop); the others lost nothing.
