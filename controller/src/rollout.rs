@@ -109,6 +109,9 @@ pub struct Record {
     pub message: String,
     /// The gate's last measurement.
     pub gate: Option<String>,
+    /// The shadow step's last measurement, kept after the step.
+    #[serde(default)]
+    pub shadow: Option<String>,
 }
 
 /// One step of a rollout.
@@ -513,6 +516,7 @@ fn start(
         last_action: input.action.map(str::to_string),
         message: String::new(),
         gate: None,
+        shadow: None,
     };
     if let Some(previous) = previous
         && previous.phase.is_active()
@@ -803,6 +807,9 @@ fn gate(
         (measured, verdict)
     };
     record.gate = Some(measured.clone());
+    if step.stage == RolloutStage::Shadow {
+        record.shadow = Some(measured.clone());
+    }
     match verdict {
         Verdict::Fail => {
             let why = format!("step {step_name} failed its gate: {measured}");
@@ -984,6 +991,7 @@ fn status(
         stable_version: record.stable.as_ref().map(version),
         target_version: record.target_version.clone(),
         gate: record.gate.clone(),
+        shadow: record.shadow.clone(),
         message: record.message.clone(),
         step_started_at: Some(crate::status::time(record.step_started_ms).0.to_string()),
         last_action: record.last_action.clone(),
@@ -1016,19 +1024,6 @@ fn status(
         if !reached {
             status.pending_nodes += 1;
         }
-    }
-    if let Some(window) = window.filter(|w| w.compared > 0 || !w.examples.is_empty()) {
-        let examples: Vec<&str> = window.examples.iter().map(String::as_str).collect();
-        status.shadow = Some(format!(
-            "{}/{} agreed{}",
-            window.agreed,
-            window.compared,
-            if examples.is_empty() {
-                String::new()
-            } else {
-                format!("; divergences: {}", examples.join("; "))
-            }
-        ));
     }
     status
 }
