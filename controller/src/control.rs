@@ -158,6 +158,7 @@ impl Controller {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.objects = objects.borrow_and_update().clone();
         let mut seeded = false;
+        let mut ticked = false;
         loop {
             if !seeded && self.objects.complete {
                 // What an earlier run wrote: statuses equal to it are not written again.
@@ -186,19 +187,21 @@ impl Controller {
                     }
                 }
                 Some(resolved) = resolved_rx.recv() => self.resolved(resolved),
-                _ = tick.tick() => {
-                    self.write_status(&sink).await;
-                    let _ = self.progress.send(Progress {
-                        synced: self.synced,
-                        complete: self.objects.complete,
-                        last_round_ms: now_ms(),
-                    });
-                }
+                _ = tick.tick() => ticked = true,
             }
             self.resolve_modules(&resolved_tx);
             if self.dirty && self.synced && self.objects.complete {
                 self.dirty = false;
                 self.distribute(&cloud).await;
+            }
+            // After the round, so that what it decided (a rollout's step) is written at once.
+            if std::mem::take(&mut ticked) {
+                self.write_status(&sink).await;
+                let _ = self.progress.send(Progress {
+                    synced: self.synced,
+                    complete: self.objects.complete,
+                    last_round_ms: now_ms(),
+                });
             }
         }
         cloud.disconnect().await;
