@@ -24,6 +24,12 @@
 //! * **Disk stays bounded**: after every switch, blobs no class references (as active or previous
 //!   version) are removed, and compiled artefacts of modules no longer loaded
 //!   (`Sandbox::remove_unused_artefacts`).
+//! * **Shadows** (`Assignment::shadow`, see `shadow`): once the handler is active, the shadow's
+//!   module is loaded from the store or fetched like a handler's (joining any download of the same
+//!   blob), with its own config and limits, as a separate sandbox module (its own breaker entry). A
+//!   new assignment naming the same shadow keeps it and its counters; one without a shadow drops
+//!   it. The stored record names the shadow's blob, so garbage collection keeps it while assigned.
+//!   A shadow that fails to load is reported like a refused module; the handler is not affected.
 //! * When the uplink sink had to drop a message (this task's queue was full), the task asks the
 //!   uplink to reconnect: assignments and chunks are retained, so they come again.
 
@@ -40,7 +46,7 @@ use edgefleet_protocol::manifest::ModuleAssembly;
 use edgefleet_protocol::signing::{Signed, TrustAnchor};
 use edgefleet_protocol::status::{ErrorReport, PendingModule};
 use edgefleet_protocol::topic::{self, Topic};
-use edgefleet_sandbox::{LoadError, ModuleSpec};
+use edgefleet_sandbox::{LoadError, ModuleHandle, ModuleSpec};
 use rumqttc::Publish;
 use tokio::sync::{mpsc, watch};
 
@@ -50,6 +56,7 @@ use crate::context::Context;
 use crate::events::report;
 use crate::link::{Link, Subscriptions};
 use crate::metrics::ReasonLabels;
+use crate::shadow::ShadowRun;
 use crate::store::ClassVersion;
 
 /// A download that received no chunk for this long is given up (and retried on the next delivery
@@ -93,6 +100,9 @@ pub enum AssignmentError {
     Task(String),
     #[error("the stored assignment no longer verifies: {0}")]
     StoredAssignment(String),
+    /// The shadow module failed (the handler is not affected).
+    #[error("shadow module: {0}")]
+    Shadow(Box<AssignmentError>),
 }
 
 impl AssignmentError {
@@ -110,6 +120,7 @@ impl AssignmentError {
             AssignmentError::Load(e) => e.kind(),
             AssignmentError::Task(_) => "task",
             AssignmentError::StoredAssignment(_) => "stored_assignment",
+            AssignmentError::Shadow(e) => e.reason(),
         }
     }
 
@@ -129,6 +140,7 @@ impl AssignmentError {
             | AssignmentError::MissingBlob(_)
             | AssignmentError::DownloadTimeout { .. }
             | AssignmentError::Load(_) => EventKind::ModuleRefused,
+            AssignmentError::Shadow(e) => e.event_kind(),
             _ => EventKind::AssignmentRejected,
         }
     }
@@ -144,8 +156,10 @@ struct Verified {
 /// A module being downloaded.
 struct Download {
     assembly: ModuleAssembly,
-    /// The assignments waiting for this module (several classes may share one).
+    /// The assignments waiting for this module as their handler (several classes may share one).
     waiting: Vec<Verified>,
+    /// The assignments waiting for it as their shadow.
+    shadows: Vec<Verified>,
     last_progress: Instant,
 }
 
@@ -348,7 +362,7 @@ impl Assignments {
                     self.activation_failed(verified, e);
                 }
             }
-            Ok(false) => self.fetch(verified, handler).await,
+            Ok(false) => self.fetch(verified, handler, false).await,
             Err(e) => {
                 let a = &verified.assignment;
                 self.refuse(
@@ -381,10 +395,12 @@ impl Assignments {
     async fn supersede(&mut self, class: &ClassId, generation: u64) {
         let mut cancelled = Vec::new();
         for (sha, download) in &mut self.downloads {
-            download
-                .waiting
-                .retain(|v| &v.assignment.class != class || v.assignment.generation >= generation);
-            if download.waiting.is_empty() {
+            let current = |v: &Verified| {
+                &v.assignment.class != class || v.assignment.generation >= generation
+            };
+            download.waiting.retain(current);
+            download.shadows.retain(current);
+            if download.waiting.is_empty() && download.shadows.is_empty() {
                 cancelled.push(*sha);
             }
         }
@@ -396,47 +412,55 @@ impl Assignments {
         self.ctx.classes.update_report(class, |r| r.pending = None);
     }
 
-    async fn fetch(&mut self, verified: Verified, handler: &HandlerSpec) {
-        let sha = handler.module.sha256;
-        let a = &verified.assignment;
-        let pending = |received| PendingModule {
-            module: handler.module.reference(),
-            generation: a.generation,
-            received_chunks: received,
-            total_chunks: handler.module.chunk_count(),
+    /// Fetches `module` (joining its download if one is under way) for `verified`'s handler, or
+    /// for its shadow when `as_shadow`.
+    async fn fetch(&mut self, verified: Verified, module: &HandlerSpec, as_shadow: bool) {
+        let (class, generation) = (
+            verified.assignment.class.clone(),
+            verified.assignment.generation,
+        );
+        let sha = module.module.sha256;
+        if !self.downloads.contains_key(&sha) {
+            let assembly = match ModuleAssembly::new(module.module.clone()) {
+                Ok(assembly) => assembly,
+                Err(e) => {
+                    let e = AssignmentError::Manifest(e.to_string());
+                    return self.refuse(&class, Some(generation), &e);
+                }
+            };
+            self.downloads.insert(
+                sha,
+                Download {
+                    assembly,
+                    waiting: Vec::new(),
+                    shadows: Vec::new(),
+                    last_progress: Instant::now(),
+                },
+            );
+            let filter = topic::module_chunk_filter(&sha);
+            self.uplink_subscriptions.add(filter.clone());
+            if let Err(e) = self.uplink.subscribe(filter).await {
+                tracing::warn!("cannot subscribe to module chunks yet (will on reconnect): {e}");
+            }
+            tracing::info!(module = %sha, "fetching module");
+        }
+        let Some(download) = self.downloads.get_mut(&sha) else {
+            return;
         };
-        if let Some(download) = self.downloads.get_mut(&sha) {
-            let received = download.assembly.received();
-            self.ctx
-                .classes
-                .update_report(&a.class, |r| r.pending = Some(pending(received)));
-            download.waiting.push(verified);
+        if as_shadow {
+            download.shadows.push(verified);
             return;
         }
-        let assembly = match ModuleAssembly::new(handler.module.clone()) {
-            Ok(assembly) => assembly,
-            Err(e) => {
-                let e = AssignmentError::Manifest(e.to_string());
-                return self.refuse(&a.class, Some(a.generation), &e);
-            }
+        let pending = PendingModule {
+            module: module.module.reference(),
+            generation,
+            received_chunks: download.assembly.received(),
+            total_chunks: module.module.chunk_count(),
         };
+        download.waiting.push(verified);
         self.ctx
             .classes
-            .update_report(&a.class, |r| r.pending = Some(pending(0)));
-        self.downloads.insert(
-            sha,
-            Download {
-                assembly,
-                waiting: vec![verified],
-                last_progress: Instant::now(),
-            },
-        );
-        let filter = topic::module_chunk_filter(&sha);
-        self.uplink_subscriptions.add(filter.clone());
-        if let Err(e) = self.uplink.subscribe(filter).await {
-            tracing::warn!("cannot subscribe to module chunks yet (will on reconnect): {e}");
-        }
-        tracing::info!(module = %sha, "fetching module");
+            .update_report(&class, |r| r.pending = Some(pending));
     }
 
     async fn stop_chunks(&self, sha: &Sha256Digest) {
@@ -460,6 +484,7 @@ impl Assignments {
             let waiting: Vec<_> = download
                 .waiting
                 .iter()
+                .chain(&download.shadows)
                 .map(|v| (v.assignment.class.clone(), v.assignment.generation))
                 .collect();
             for (class, generation) in waiting {
@@ -492,7 +517,7 @@ impl Assignments {
             Ok(blob) => blob,
             Err(e) => {
                 let e = AssignmentError::Manifest(e.to_string());
-                for v in &download.waiting {
+                for v in download.waiting.iter().chain(&download.shadows) {
                     self.refuse(&v.assignment.class, Some(v.assignment.generation), &e);
                 }
                 return;
@@ -505,6 +530,10 @@ impl Assignments {
             .and_then(|r| r.map_err(|e| AssignmentError::Store(e.to_string())));
         if let Err(e) = stored {
             tracing::error!(%module, "cannot store the module: {e}");
+            for v in &download.shadows {
+                let e = AssignmentError::Shadow(Box::new(AssignmentError::Store(e.to_string())));
+                self.refuse(&v.assignment.class, Some(v.assignment.generation), &e);
+            }
             for v in download.waiting {
                 self.activation_failed(v, AssignmentError::Store(e.to_string()));
             }
@@ -515,6 +544,9 @@ impl Assignments {
             if let Err(e) = self.activate(&verified, record).await {
                 self.activation_failed(verified, e);
             }
+        }
+        for verified in download.shadows {
+            self.load_shadow(&verified).await;
         }
     }
 
@@ -536,6 +568,10 @@ impl Assignments {
                 self.ctx
                     .classes
                     .update_report(&v.assignment.class, |r| r.pending = None);
+                self.refuse(&v.assignment.class, Some(v.assignment.generation), &e);
+            }
+            let e = AssignmentError::Shadow(Box::new(e));
+            for v in download.shadows {
                 self.refuse(&v.assignment.class, Some(v.assignment.generation), &e);
             }
         }
@@ -606,6 +642,7 @@ impl Assignments {
                 module_sha256: sha,
                 version: version.clone(),
                 applied_at_ms: now_ms(),
+                shadow_sha256: assignment.shadow.as_ref().map(|s| s.module.sha256),
             };
             tokio::task::spawn_blocking(move || {
                 store.swap_class(&class, generation, applied)?;
@@ -637,6 +674,8 @@ impl Assignments {
             .with_module(sha)
             .with_generation(assignment.generation),
         );
+        // After the switch: the handler never waits for its shadow.
+        self.set_shadow(verified).await;
         if record {
             self.collect_garbage().await;
         }
@@ -676,8 +715,8 @@ impl Assignments {
         }
     }
 
-    /// Reads the assignment's module from the store and loads it into the sandbox (hashing and
-    /// compiling off the async threads): the class version it makes, not switched in yet.
+    /// Reads the assignment's module from the store and loads it into the sandbox: the class
+    /// version it makes, not switched in yet.
     async fn load_version(&self, verified: &Verified) -> Result<ActiveClass, AssignmentError> {
         let assignment = &verified.assignment;
         let Some(handler) = &assignment.handler else {
@@ -685,15 +724,33 @@ impl Assignments {
                 "the assignment has no handler".into(),
             ));
         };
-        let sha = handler.module.sha256;
         let version = format!("{}@{}", handler.module.name, handler.module.version);
+        let module = self.load_module(handler, version.clone()).await?;
+        Ok(ActiveClass {
+            class: assignment.class.clone(),
+            version,
+            sha256: handler.module.sha256,
+            reference: handler.module.reference(),
+            generation: assignment.generation,
+            rollout: assignment.rollout.clone(),
+            limits: handler.limits.clone(),
+            handler: ClassHandler::Wasm(module),
+            counters: Default::default(),
+            retired: Default::default(),
+        })
+    }
+
+    /// Reads `spec`'s module from the store and loads it into the sandbox with its config and
+    /// limits, as `label` (hashing and compiling off the async threads).
+    async fn load_module(
+        &self,
+        spec: &HandlerSpec,
+        label: String,
+    ) -> Result<ModuleHandle, AssignmentError> {
+        let sha = spec.module.sha256;
         let ctx = self.ctx.clone();
-        let (label, limits, config) = (
-            version.clone(),
-            handler.limits.clone(),
-            handler.config.clone(),
-        );
-        let module = tokio::task::spawn_blocking(move || {
+        let (limits, config) = (spec.limits.clone(), spec.config.clone());
+        tokio::task::spawn_blocking(move || {
             let blob = ctx
                 .store
                 .module(&sha)
@@ -710,19 +767,59 @@ impl Assignments {
                 .map_err(AssignmentError::from)
         })
         .await
-        .map_err(|e| AssignmentError::Task(e.to_string()))??;
-        Ok(ActiveClass {
-            class: assignment.class.clone(),
-            version,
-            sha256: sha,
-            reference: handler.module.reference(),
-            generation: assignment.generation,
-            rollout: assignment.rollout.clone(),
-            limits: handler.limits.clone(),
-            handler: ClassHandler::Wasm(module),
-            counters: Default::default(),
-            retired: Default::default(),
-        })
+        .map_err(|e| AssignmentError::Task(e.to_string()))?
+    }
+
+    /// Makes the assignment's shadow the class's — keeping the one it has if that is the same
+    /// module, config and limits (with its counters) — and loads or fetches its module; an
+    /// assignment without a shadow drops the class's (its blob then goes by garbage collection).
+    async fn set_shadow(&mut self, verified: &Verified) {
+        let a = &verified.assignment;
+        let Some(spec) = &a.shadow else {
+            return self.ctx.classes.set_shadow(&a.class, None);
+        };
+        let run = match self.ctx.classes.shadow(&a.class) {
+            Some(run) if run.is(spec) => run,
+            _ => {
+                let run = Arc::new(ShadowRun::new(spec));
+                self.ctx.classes.set_shadow(&a.class, Some(run.clone()));
+                run
+            }
+        };
+        if run.module().is_some() {
+            return;
+        }
+        match self.ctx.store.has_module(&spec.module.sha256) {
+            Ok(true) => self.load_shadow(verified).await,
+            Ok(false) => self.fetch(verified.clone(), spec, true).await,
+            Err(e) => {
+                let e = AssignmentError::Shadow(Box::new(AssignmentError::Store(e.to_string())));
+                self.refuse(&a.class, Some(a.generation), &e);
+            }
+        }
+    }
+
+    /// Loads the assignment's shadow module for the class's shadow, if the class still has that
+    /// shadow (a newer assignment may have changed or dropped it meanwhile).
+    async fn load_shadow(&self, verified: &Verified) {
+        let a = &verified.assignment;
+        let Some(spec) = &a.shadow else {
+            return;
+        };
+        let Some(run) = self.ctx.classes.shadow(&a.class).filter(|run| run.is(spec)) else {
+            return;
+        };
+        let label = format!("{}@{} (shadow)", spec.module.name, spec.module.version);
+        match self.load_module(spec, label.clone()).await {
+            Ok(module) => {
+                run.set_module(module);
+                tracing::info!(class = %a.class, shadow = %label, "shadow loaded");
+            }
+            Err(e) => {
+                let e = AssignmentError::Shadow(Box::new(e));
+                self.refuse(&a.class, Some(a.generation), &e);
+            }
+        }
     }
 
     async fn withdraw(&mut self, assignment: &Assignment) {
@@ -761,6 +858,11 @@ impl Assignments {
                 .flat_map(|(_, r)| [&r.active, &r.previous])
                 .flatten()
                 .map(|v| v.module_sha256)
+                .chain(
+                    records
+                        .iter()
+                        .filter_map(|(_, r)| r.active.as_ref()?.shadow_sha256),
+                )
                 .chain(downloading)
                 .collect();
             let mut blobs = 0;

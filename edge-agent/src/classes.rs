@@ -22,6 +22,8 @@ use edgefleet_protocol::status::{ErrorReport, PendingModule};
 
 use edgefleet_sandbox::{Interaction, InteractionError, ModuleHandle, Outcome, Sandbox};
 
+use crate::shadow::ShadowRun;
+
 /// A class with its running module version.
 #[derive(Debug)]
 pub struct ActiveClass {
@@ -112,6 +114,7 @@ pub struct ClassTable {
     previous: Arc<RwLock<HashMap<ClassId, Arc<ActiveClass>>>>,
     reports: Arc<RwLock<HashMap<ClassId, ClassReport>>>,
     switching: Arc<tokio::sync::Mutex<()>>,
+    shadows: Arc<RwLock<HashMap<ClassId, Arc<ShadowRun>>>>,
 }
 
 impl ClassTable {
@@ -185,8 +188,24 @@ impl ClassTable {
         expected.contains(class)
     }
 
-    /// Stops serving a class; its report goes too (status leaves withdrawn classes out).
+    /// The class's shadow version, if its assignment names one.
+    pub fn shadow(&self, class: &ClassId) -> Option<Arc<ShadowRun>> {
+        let shadows = self.shadows.read().unwrap_or_else(|p| p.into_inner());
+        shadows.get(class).cloned()
+    }
+
+    /// Sets (or, with `None`, drops) the class's shadow version.
+    pub fn set_shadow(&self, class: &ClassId, shadow: Option<Arc<ShadowRun>>) {
+        let mut shadows = self.shadows.write().unwrap_or_else(|p| p.into_inner());
+        match shadow {
+            Some(shadow) => shadows.insert(class.clone(), shadow),
+            None => shadows.remove(class),
+        };
+    }
+
+    /// Stops serving a class; its report and shadow go too (status leaves withdrawn classes out).
     pub fn remove(&self, class: &ClassId) -> Option<Arc<ActiveClass>> {
+        self.set_shadow(class, None);
         self.expected
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -26,6 +26,10 @@
 //! breaker keep their module-fault verdict (acked: a poison message must not come back). Either way
 //! nothing is acked before its effects are durable.
 //!
+//! **Shadow.** When the class has a shadow version, each batch's interactions and the results acted
+//! upon are handed to `shadow::run_beside` after the batch ran: it compares in a task of its own,
+//! or skips when the sandbox is busy, and nothing it produces is committed or sent.
+//!
 //! **Fairness and bounds** are the [`Intake`]'s (see there): the polling task only offers and never
 //! waits, so no lane can stall the link and the link cannot stall a lane. Lanes wait on the sandbox,
 //! the store and `Link::command` (bounded by a timeout), never on the intake.
@@ -59,6 +63,7 @@ use crate::health::Observations;
 use crate::intake::{Budget, Envelope, Intake, IntakeLimits, Offered, Shed, Taken};
 use crate::link::Link;
 use crate::metrics::{InteractionLabels, ReasonLabels};
+use crate::shadow;
 use crate::store::OutboxEntry;
 
 /// Messages a lane takes into one round at most.
@@ -97,6 +102,8 @@ pub struct Interactions {
     max_payload_bytes: usize,
     /// Set at shutdown: new messages are left unacknowledged (the broker delivers them next time).
     closing: AtomicBool,
+    /// Set while a shadow batch runs (`shadow::run_beside`: one at a time).
+    shadow_busy: Arc<AtomicBool>,
 }
 
 /// A message of a round with its verdict and the class version that judged it.
@@ -123,6 +130,7 @@ impl Interactions {
             work: Notify::new(),
             max_payload_bytes,
             closing: AtomicBool::new(false),
+            shadow_busy: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -521,7 +529,15 @@ impl Interactions {
         }
         // The batch's results are in the order of the readable messages, each with the version
         // that ran it.
-        let mut ran = self.run_with_fallback(active, items).await.into_iter();
+        let copies = items.clone();
+        let ran = self.run_with_fallback(active, items, &copies).await;
+        // The shadow gets the same interactions and the results acted upon; it is run after them,
+        // in a task of its own, and never delays what follows.
+        if let Some(run) = self.ctx.classes.shadow(&active.class) {
+            let results = ran.iter().map(|(_, result)| result.clone()).collect();
+            shadow::run_beside(&self.ctx, &self.shadow_busy, run, copies, results);
+        }
+        let mut ran = ran.into_iter();
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut to_commit = Vec::new();
         for (index, (taken, readable)) in messages.into_iter().zip(readable).enumerate() {
@@ -599,14 +615,14 @@ impl Interactions {
 
     /// Runs the batch on `active`; when `active` turns out to be quarantined, falls the class back
     /// to its previous version ([`fallback`]) and runs the interactions the quarantine refused on
-    /// that one (they never ran: a quarantine refuses without touching a worker). Each result
-    /// comes with the version that produced it.
+    /// that one (they never ran: a quarantine refuses without touching a worker; `copies` are the
+    /// items). Each result comes with the version that produced it.
     async fn run_with_fallback(
         &self,
         active: &Arc<ActiveClass>,
         items: Vec<Interaction>,
+        copies: &[Interaction],
     ) -> Vec<(Arc<ActiveClass>, Result<Outcome, InteractionError>)> {
-        let refused_items = items.clone();
         let mut ran: Vec<_> = self
             .run_batch(active, items)
             .await
@@ -625,7 +641,7 @@ impl Interactions {
         let Some(back) = fallback::fall_back(&self.ctx, active).await else {
             return ran;
         };
-        let again: Vec<Interaction> = refused.iter().map(|&i| refused_items[i].clone()).collect();
+        let again: Vec<Interaction> = refused.iter().map(|&i| copies[i].clone()).collect();
         for (index, result) in refused.into_iter().zip(self.run_batch(&back, again).await) {
             ran[index] = (back.clone(), result);
         }

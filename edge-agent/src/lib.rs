@@ -3,7 +3,8 @@
 //! Device messages arrive on the device [`link`], wait fairly in the [`intake`], and run through the
 //! [`interactions`] lanes in the sandbox (`edgefleet_sandbox`: a fresh WasmEdge instance per
 //! interaction, in supervised worker processes); their effects are committed to the [`store`]. The
-//! `publisher` drains the outbox to the cloud, `assignments` switch module versions in, `status`
+//! `publisher` drains the outbox to the cloud, `assignments` switch module versions in (and
+//! `fallback` back out when one is quarantined), `shadow` runs a version beside another, `status`
 //! reports the node and `health` says whether it makes progress. [`agent`] wires it. Modules are
 //! public where the benchmarks and tests drive them directly.
 
@@ -23,5 +24,6 @@ pub mod interactions;
 pub mod link;
 pub mod metrics;
 mod publisher;
+mod shadow;
 mod status;
 pub mod store;

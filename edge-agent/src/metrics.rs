@@ -32,6 +32,20 @@ impl ReasonLabels {
     }
 }
 
+/// A shadow interaction's outcome: `agreed`, `diverged` or `skipped`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+impl OutcomeLabels {
+    pub fn new(outcome: &str) -> OutcomeLabels {
+        OutcomeLabels {
+            outcome: outcome.to_string(),
+        }
+    }
+}
+
 /// A link: `device` or `uplink`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LinkLabels {
@@ -63,6 +77,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "edgefleet_agent_unready",
     "edgefleet_agent_garbage_collected_total",
     "edgefleet_agent_fallbacks_total",
+    "edgefleet_agent_shadow_interactions_total",
 ];
 
 /// The reasons of `shed_messages` (see `intake::Shed::label`).
@@ -107,6 +122,7 @@ pub struct AgentMetrics {
     pub unready: Family<ReasonLabels, Gauge>,
     pub garbage_collected: Family<ReasonLabels, Counter>,
     pub fallbacks: Counter,
+    pub shadow_interactions: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for AgentMetrics {
@@ -135,6 +151,7 @@ impl Default for AgentMetrics {
             unready: Family::default(),
             garbage_collected: Family::default(),
             fallbacks: Counter::default(),
+            shadow_interactions: Family::default(),
         }
     }
 }
@@ -152,6 +169,12 @@ impl AgentMetrics {
             for reason in reasons {
                 drop(family.get_or_create(&ReasonLabels::new(reason)));
             }
+        }
+        for outcome in ["agreed", "diverged", "skipped"] {
+            drop(
+                self.shadow_interactions
+                    .get_or_create(&OutcomeLabels::new(outcome)),
+            );
         }
         for link in ["device", "uplink"] {
             drop(
@@ -274,6 +297,11 @@ impl AgentMetrics {
             "fallbacks",
             "Switches of a class back to its previous version because the active one was quarantined",
             self.fallbacks.clone(),
+        );
+        r.register(
+            "shadow_interactions",
+            "Interactions a shadow version ran beside the active one, by outcome: agreed, diverged, or skipped (not loaded, quarantined, or the sandbox busy)",
+            self.shadow_interactions.clone(),
         );
     }
 

@@ -105,7 +105,7 @@ impl StatusReporter {
                 seen_devices: seen,
                 interactions_per_sec: class_rate,
                 modules,
-                shadow: None,
+                shadow: p.classes.shadow(&active.class).map(|run| run.report()),
             });
         }
         // Classes not (yet) running: a first module still downloading, or refused.

@@ -198,3 +198,172 @@ async fn a_quarantined_version_falls_back_to_the_previous_one_at_once_and_loses_
     })
     .await;
 }
+
+/// Sends thermostat readings from `temps` in turn, each once its previous one was answered
+/// (checking each answer with `check`), until a status shows the class's shadow report passing
+/// `done`; returns that report.
+async fn feed_until(
+    device: &AsyncClient,
+    answers: &mut mpsc::Receiver<rumqttc::Publish>,
+    statuses: &mut mpsc::Receiver<rumqttc::Publish>,
+    temps: &[f32],
+    check: impl Fn(&edgefleet_thermostat::Command),
+    done: impl Fn(&edgefleet_protocol::status::ShadowReport) -> bool,
+) -> edgefleet_protocol::status::ShadowReport {
+    let up = "ef/v1/dev/thermostat/t-1/up/telemetry";
+    let started = Instant::now();
+    let mut last = None;
+    for temp in temps.iter().cycle() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "shadow report never as expected; last: {last:#?}"
+        );
+        let answer = until_answered(
+            device,
+            up,
+            &reading(*temp),
+            answers,
+            Duration::from_secs(30),
+        )
+        .await;
+        check(&cbor::from_slice(&answer.payload).unwrap());
+        while let Ok(message) = statuses.try_recv() {
+            let status: NodeStatus = codec::decode(&message.payload, 1 << 20).unwrap();
+            last = class_status(&status, "thermostat").and_then(|c| c.shadow.clone());
+        }
+        if let Some(report) = last.as_ref().filter(|r| done(r)) {
+            return report.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!("the readings cycle forever")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_agrees_when_it_behaves_alike_diverges_when_not_and_is_never_acted_upon() {
+    let fleet = Fleet::start().await;
+    let mut statuses = fleet
+        .observe("ops", &format!("ef/v1/node/{NODE}/status"))
+        .await;
+    let wasm = handler_wasm(Handler::Thermostat).unwrap();
+    let handler = fleet.publish_module("thermostat", "1.0.0", &wasm).await;
+    // The same handler as another blob (an extra custom section): its own sha256, download,
+    // compiled artefact and sandbox module.
+    let mut twin_wasm = wasm.clone();
+    twin_wasm.extend_from_slice(&[0, 4, 3, b't', b'w', b'o']);
+    let twin = fleet
+        .publish_module("thermostat", "1.0.1", &twin_wasm)
+        .await;
+    let mut shadowed = assignment("thermostat", 1, handler.clone(), ClassLimits::default());
+    shadowed.rollout = rollout(RolloutStage::Shadow);
+    shadowed.shadow = Some(HandlerSpec {
+        module: twin,
+        config: Vec::new(),
+        limits: ClassLimits::default(),
+    });
+    fleet.publish_assignment(&shadowed).await;
+    let (device, mut answers) = fleet
+        .device("t-1", "ef/v1/dev/thermostat/t-1/down/cmd")
+        .await;
+    let temps = [17.5, 25.0, 21.0, 19.0, 23.0, 20.8];
+    let active_setpoint = |c: &edgefleet_thermostat::Command| {
+        assert_eq!(
+            c.setpoint_c, 21.0,
+            "only the active version's commands: {c:?}"
+        )
+    };
+    let alike = feed_until(
+        &device,
+        &mut answers,
+        &mut statuses,
+        &temps,
+        active_setpoint,
+        |r| r.compared >= 12,
+    )
+    .await;
+    assert_eq!(alike.module.version, "1.0.1");
+    assert_eq!(alike.agreed, alike.compared, "{alike:#?}");
+    assert!(alike.examples.is_empty(), "{alike:#?}");
+
+    // A shadow that behaves differently: the same module (the handler's own blob) with a higher
+    // setpoint. Its commands, telemetry and state differ, and none of them reaches the device.
+    let mut hotter = [0u8; 64];
+    let hotter = cbor::to_slice(
+        &edgefleet_thermostat::Config {
+            setpoint_c: 30.0,
+            hysteresis_c: 0.5,
+        },
+        &mut hotter,
+    )
+    .unwrap()
+    .to_vec();
+    let mut differing = shadowed.clone();
+    differing.generation = 2;
+    differing.shadow = Some(HandlerSpec {
+        module: handler.clone(),
+        config: hotter,
+        limits: ClassLimits::default(),
+    });
+    fleet.publish_assignment(&differing).await;
+    until_status(
+        &mut statuses,
+        Duration::from_secs(60),
+        "generation 2",
+        |s| {
+            class_status(s, "thermostat").is_some_and(|c| {
+                c.generation == Some(2)
+                    && c.shadow
+                        .as_ref()
+                        .is_some_and(|r| r.module.version == "1.0.0")
+            })
+        },
+    )
+    .await;
+    let diverging = feed_until(
+        &device,
+        &mut answers,
+        &mut statuses,
+        &temps,
+        active_setpoint,
+        |r| r.compared >= 6 && r.examples.len() == 3,
+    )
+    .await;
+    assert!(diverging.agreed < diverging.compared, "{diverging:#?}");
+    for example in &diverging.examples {
+        assert_eq!(example.device, "t-1");
+        assert!(
+            example.detail.starts_with("commands: active [{\"mode\": ")
+                && example.detail.contains("\"setpoint_c\": 30"),
+            "a readable detail: {example:?}"
+        );
+        assert!(example.detail.len() <= edgefleet_protocol::status::MAX_DIVERGENCE_DETAIL_BYTES);
+    }
+    assert!(
+        fleet.metric(
+            "edgefleet_agent_shadow_interactions_total",
+            "outcome=\"diverged\""
+        ) >= 1.0
+    );
+    assert!(
+        fleet.metric(
+            "edgefleet_agent_shadow_interactions_total",
+            "outcome=\"agreed\""
+        ) >= 12.0
+    );
+
+    // An assignment without a shadow drops it.
+    let mut plain = differing.clone();
+    plain.generation = 3;
+    plain.shadow = None;
+    fleet.publish_assignment(&plain).await;
+    until_status(
+        &mut statuses,
+        Duration::from_secs(60),
+        "the shadow dropped",
+        |s| {
+            class_status(s, "thermostat")
+                .is_some_and(|c| c.generation == Some(3) && c.shadow.is_none())
+        },
+    )
+    .await;
+}

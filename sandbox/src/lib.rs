@@ -36,7 +36,7 @@ pub mod wire;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -221,6 +221,8 @@ pub struct Sandbox {
     drivers: Vec<JoinHandle<()>>,
     worker_pids: Vec<Arc<AtomicU32>>,
     next_id: AtomicU64,
+    /// Batch parts sent to the drivers and not answered yet (running or queued).
+    in_flight: AtomicUsize,
     metrics: Arc<SandboxMetrics>,
     /// The compiled fault-handler pin, if it compiled (its artefact is never removed).
     pin: Option<PathBuf>,
@@ -309,6 +311,7 @@ impl Sandbox {
             drivers,
             worker_pids,
             next_id: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
             metrics,
             pin: pin_artefact,
             modules: Mutex::new(Vec::new()),
@@ -555,15 +558,27 @@ impl Sandbox {
                 reply,
             };
             let answer = jobs.send(job).ok().map(|()| answer);
+            if answer.is_some() {
+                self.in_flight.fetch_add(1, Ordering::Relaxed);
+            }
             pending.push(Pending::Sent(answer, len));
         }
         let mut results = Vec::new();
         for part in pending {
             match part {
-                Pending::Sent(answer, len) => match answer.and_then(|a| a.recv().ok()) {
-                    Some(batch) => results.extend(batch),
-                    None => results.extend(unavailable(len, "the sandbox worker thread stopped")),
-                },
+                Pending::Sent(answer, len) => {
+                    let batch = answer.map(|a| {
+                        let batch = a.recv().ok();
+                        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        batch
+                    });
+                    match batch.flatten() {
+                        Some(batch) => results.extend(batch),
+                        None => {
+                            results.extend(unavailable(len, "the sandbox worker thread stopped"))
+                        }
+                    }
+                }
                 Pending::TooLarge(bytes) => results.extend(unavailable(
                     1,
                     &format!(
@@ -620,6 +635,13 @@ impl Sandbox {
                 .inc();
             tracing::warn!(module = %entry.label, "module quarantined after repeated failures");
         }
+    }
+
+    /// Whether a worker is free now (fewer batches in flight than workers): a caller with work that
+    /// may be skipped (a shadow run) runs it only then, so that it does not queue before device
+    /// traffic.
+    pub fn has_idle_worker(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) < self.config.workers.max(1)
     }
 
     /// Whether a module is quarantined now.

@@ -26,6 +26,9 @@ pub struct ClassVersion {
     pub version: String,
     /// When the agent applied it, in ms since the UNIX epoch.
     pub applied_at_ms: u64,
+    /// The SHA-256 of the shadow module its assignment names, if any: its blob is kept too.
+    #[serde(default)]
+    pub shadow_sha256: Option<Sha256Digest>,
 }
 
 /// What the agent runs for one class.
@@ -199,6 +202,7 @@ mod tests {
             module_sha256: Sha256Digest::of(label.as_bytes()),
             version: label.to_owned(),
             applied_at_ms: 1_700_000_000_000,
+            shadow_sha256: None,
         }
     }
 
