@@ -351,9 +351,62 @@ async fn a_shadow_agrees_when_it_behaves_alike_diverges_when_not_and_is_never_ac
         ) >= 12.0
     );
 
+    // A shadow that traps is its own fault: it diverges, is quarantined (its own breaker entry) and
+    // then skipped, while the active version keeps answering and is neither quarantined nor left.
+    let trap = fleet
+        .publish_module("trap", "6.6.6", &hostile_wasm("trap"))
+        .await;
+    let mut trapping = differing.clone();
+    trapping.generation = 3;
+    trapping.shadow = Some(HandlerSpec {
+        module: trap,
+        config: Vec::new(),
+        limits: ClassLimits::default(),
+    });
+    fleet.publish_assignment(&trapping).await;
+    until_status(
+        &mut statuses,
+        Duration::from_secs(60),
+        "generation 3",
+        |s| {
+            class_status(s, "thermostat").is_some_and(|c| {
+                c.generation == Some(3)
+                    && c.shadow.as_ref().is_some_and(|r| r.module.name == "trap")
+            })
+        },
+    )
+    .await;
+    let faulty = feed_until(
+        &device,
+        &mut answers,
+        &mut statuses,
+        &temps,
+        active_setpoint,
+        |r| r.compared >= 5 && r.skipped >= 3,
+    )
+    .await;
+    assert_eq!(faulty.agreed, 0, "{faulty:#?}");
+    assert!(
+        faulty.examples[0]
+            .detail
+            .starts_with("active succeeded, shadow failed: the module trapped"),
+        "{faulty:#?}"
+    );
+    let status = until_status(&mut statuses, Duration::from_secs(10), "a status", |_| true).await;
+    let class = class_status(&status, "thermostat").unwrap();
+    assert!(
+        class.active.as_ref().is_some_and(|m| m.version == "1.0.0")
+            && class
+                .modules
+                .iter()
+                .all(|m| !m.quarantined && m.errors == 0),
+        "{class:#?}"
+    );
+    assert_eq!(fleet.metric("edgefleet_agent_fallbacks_total", ""), 0.0);
+
     // An assignment without a shadow drops it.
     let mut plain = differing.clone();
-    plain.generation = 3;
+    plain.generation = 4;
     plain.shadow = None;
     fleet.publish_assignment(&plain).await;
     until_status(
@@ -362,8 +415,18 @@ async fn a_shadow_agrees_when_it_behaves_alike_diverges_when_not_and_is_never_ac
         "the shadow dropped",
         |s| {
             class_status(s, "thermostat")
-                .is_some_and(|c| c.generation == Some(3) && c.shadow.is_none())
+                .is_some_and(|c| c.generation == Some(4) && c.shadow.is_none())
         },
     )
     .await;
+    // The blobs of the shadows dropped (the twin, then the trap) go by garbage collection.
+    fleet
+        .until_metric(
+            "edgefleet_agent_garbage_collected_total",
+            "reason=\"blob\"",
+            2.0,
+            Duration::from_secs(30),
+            "the dropped shadows' blobs collected",
+        )
+        .await;
 }
