@@ -88,6 +88,8 @@ fn reading_with_setpoint(temp_c: f32) -> Vec<u8> {
 struct Traffic {
     stop: Arc<AtomicBool>,
     counts: Vec<(String, Arc<AtomicU64>, Arc<AtomicU64>)>,
+    /// Commands that were not a thermostat's (another version's outputs reaching a device).
+    foreign: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -97,6 +99,7 @@ impl Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let mut counts = Vec::new();
         let mut tasks = Vec::new();
+        let foreign = Arc::new(AtomicU64::new(0));
         for node in NODES {
             let id = format!("t-{node}-{phase}");
             let (device, mut commands) = fleet.device(node, "thermo", &id).await;
@@ -111,9 +114,15 @@ impl Traffic {
             .await;
             let (sent, answered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
             counts.push((node.to_string(), sent.clone(), answered.clone()));
+            let not_thermostat = foreign.clone();
             tasks.push(tokio::spawn(async move {
-                while commands.recv().await.is_some() {
+                while let Some(command) = commands.recv().await {
                     answered.fetch_add(1, Ordering::SeqCst);
+                    let decoded: Result<edgefleet_thermostat::Command, _> =
+                        edgefleet_guest::cbor::from_slice(&command.payload);
+                    if decoded.is_err() {
+                        not_thermostat.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
             }));
             let stop = stop.clone();
@@ -141,6 +150,7 @@ impl Traffic {
         Traffic {
             stop,
             counts,
+            foreign,
             tasks,
         }
     }
@@ -565,4 +575,94 @@ async fn operators_pause_resume_promote_undo_retry_abort_and_supersede_and_offli
         on("thermostat 2.0.0"),
     )
     .await;
+}
+
+/// The class with a shadow step before a canary that holds (its gate wants more interactions
+/// than the test makes; the shadow step's gate is its own).
+fn shadowed_class_object(module: &str) -> String {
+    format!(
+        "apiVersion: edgefleet.dev/v1alpha1\nkind: DeviceClass\nmetadata:\n  name: thermo\n\
+         spec:\n  module: {module}\n  config: {{setpoint_c: 21.0, hysteresis_c: 0.5}}\n\
+         \x20 nodeSelector: {{}}\n\
+         \x20 rollout:\n\
+         \x20   shadow: {{minCompared: 20, minAgreement: 1.0}}\n\
+         \x20   canary: {{nodes: 1}}\n\
+         \x20   gate: {{minInteractions: 1000000, bakeSeconds: 1}}\n\
+         \x20   progressDeadlineSeconds: 7200\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shadow_step_agrees_on_an_equal_version_and_stops_one_that_behaves_differently() {
+    let mut fleet = Fleet::new();
+    let wasm =
+        edgefleet_device_modules::handler_wasm(edgefleet_device_modules::Handler::Thermostat)
+            .expect("the thermostat module builds");
+    let dir = fleet.objects_dir();
+    std::fs::write(dir.join("thermostat-1.wasm"), &wasm).unwrap();
+    std::fs::write(dir.join("thermostat-2.wasm"), rebuilt(&wasm, "2")).unwrap();
+    std::fs::write(
+        dir.join("echo.wasm"),
+        edgefleet_device_modules::probe_wasm("echo"),
+    )
+    .unwrap();
+    fleet.write_object(
+        "modules.yaml",
+        &[
+            module_object("thermostat-1", "1.0.0", "thermostat-1.wasm"),
+            module_object("thermostat-2", "2.0.0", "thermostat-2.wasm"),
+            module_object("thermostat-3", "3.0.0", "echo.wasm"),
+        ]
+        .join("---\n"),
+    );
+    fleet.write_object("class.yaml", &class_object("thermostat-1", false));
+    fleet.start_standalone_controller();
+    for node in NODES {
+        fleet.add_node(node);
+    }
+    until_phase(&fleet, "thermostat 1.0.0", "Completed").await;
+    let traffic = Traffic::start(&fleet, "shadow").await;
+
+    // The same behaviour as another binary: full agreement, on to the canary.
+    fleet.write_object("class.yaml", &shadowed_class_object("thermostat-2"));
+    let class = fleet
+        .until_object(
+            "deviceclasses",
+            "thermo",
+            LIMIT,
+            "the shadow step passed",
+            |c| {
+                rollout(c)["targetVersion"] == "thermostat 2.0.0"
+                    && rollout(c)["step"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with("canary"))
+            },
+        )
+        .await;
+    let shadow = rollout(&class)["shadow"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(shadow.starts_with("shadow agreement 100.0%"), "{class:#}");
+
+    // A version that answers otherwise: divergence, with examples, and rolled back before any
+    // device saw one of its commands.
+    fleet.write_object("class.yaml", &shadowed_class_object("thermostat-3"));
+    let (class, steps) = until_phase(&fleet, "thermostat 3.0.0", "RolledBack").await;
+    assert!(steps.iter().any(|s| s.ends_with("shadow")), "{steps:?}");
+    let r = rollout(&class);
+    let shadow = r["shadow"].as_str().unwrap_or_default();
+    println!("shadow step of a version that answers otherwise: {shadow}");
+    assert!(
+        shadow.contains("divergences:") && !shadow.starts_with("shadow agreement 100.0%"),
+        "{class:#}"
+    );
+    assert_eq!(r["stableVersion"], "thermostat 1.0.0", "{class:#}");
+    fleet_on(&fleet, "thermostat 1.0.0").await;
+    let foreign = traffic.foreign.load(Ordering::SeqCst);
+    let counts = traffic.stop_and_count().await;
+    assert_eq!(foreign, 0, "devices received another version's commands");
+    for (node, (sent, answered)) in &counts {
+        assert_eq!(sent, answered, "{node}: readings sent vs commands received");
+    }
 }
