@@ -863,6 +863,8 @@ impl Controller {
         }
         self.rollout_status
             .retain(|name, _| self.objects.classes.contains_key(name));
+        self.windows
+            .retain(|name, _| self.objects.classes.contains_key(name));
         for phase in [
             rollout::Phase::Progressing,
             rollout::Phase::Paused,

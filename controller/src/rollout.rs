@@ -1451,6 +1451,54 @@ mod tests {
     }
 
     #[test]
+    fn the_window_adds_differences_between_statuses_and_sees_quarantines_and_fallbacks() {
+        let (v1, v2) = (handler("1.0.0"), handler("2.0.0"));
+        let (a, b) = (node(0), node(1));
+        let mut w = Window::new("r", 1);
+        let (t, s) = (v2.module.sha256, v1.module.sha256);
+        // The first status of an agent run counts whole; later ones by their difference.
+        w.observe(&a, Role::Target, t, t, None, &class_status(&v2, 10, 1));
+        w.observe(
+            &a,
+            Role::Target,
+            t,
+            t,
+            Some(&class_status(&v2, 10, 1)),
+            &class_status(&v2, 25, 2),
+        );
+        w.observe(&b, Role::Stable, s, t, None, &class_status(&v1, 40, 0));
+        assert_eq!(
+            w.target,
+            Counts {
+                interactions: 25,
+                faults: 2
+            }
+        );
+        assert_eq!(w.stable.interactions, 40);
+        assert!(w.failing.is_empty());
+        // Rejections are the device's fault, not the module's.
+        let mut rejecting = class_status(&v2, 35, 12);
+        rejecting.modules[0].rejections = 10;
+        rejecting.modules[0].traps = 2;
+        w.observe(
+            &a,
+            Role::Target,
+            t,
+            t,
+            Some(&class_status(&v2, 25, 2)),
+            &rejecting,
+        );
+        assert_eq!(w.target.faults, 2);
+        // A node that runs the stable version while it reports the target's stats fell back.
+        let mut fell_back = class_status(&v1, 1, 0);
+        fell_back
+            .modules
+            .push(class_status(&v2, 30, 30).modules[0].clone());
+        w.observe(&b, Role::Target, t, t, None, &fell_back);
+        assert_eq!(w.failing.iter().collect::<Vec<_>>(), vec![&b]);
+    }
+
+    #[test]
     fn without_a_strategy_every_node_gets_the_version_at_once() {
         let (v1, v2) = (handler("1.0.0"), handler("2.0.0"));
         let mut sim = Sim::new(5, &v1, v2.clone());
