@@ -62,6 +62,9 @@ pub struct Progress {
     pub complete: bool,
     /// When the loop last went round, ms since the UNIX epoch.
     pub last_round_ms: u64,
+    /// Since when every status write has failed (`None`: the last one went through, or none was
+    /// needed), ms since the UNIX epoch.
+    pub writes_failing_since_ms: Option<u64>,
 }
 
 struct ModuleEntry {
@@ -97,6 +100,8 @@ pub struct Controller {
     /// The gate's window of each class whose rollout is under way, with its target handler.
     windows: BTreeMap<String, (edgefleet_protocol::HandlerSpec, Window)>,
     rollout_status: BTreeMap<String, RolloutStatus>,
+    /// See [`Progress::writes_failing_since_ms`].
+    writes_failing_since_ms: Option<u64>,
     dirty: bool,
     /// When the declared state last changed without a round having published it yet (the start
     /// of the publish lag).
@@ -134,6 +139,7 @@ impl Controller {
                 rollouts: BTreeMap::new(),
                 windows: BTreeMap::new(),
                 rollout_status: BTreeMap::new(),
+                writes_failing_since_ms: None,
                 dirty: true,
                 changed_at: None,
                 notices: std::collections::VecDeque::new(),
@@ -201,6 +207,7 @@ impl Controller {
                     synced: self.synced,
                     complete: self.objects.complete,
                     last_round_ms: now_ms(),
+                    writes_failing_since_ms: self.writes_failing_since_ms,
                 });
             }
         }
@@ -906,13 +913,16 @@ impl Controller {
                     .inc();
             }
         }
+        let (mut went_through, mut failed) = (false, false);
         for (name, status) in &self.module_status {
             let written = sink.module(name, status).await;
-            self.count_write("module", written);
+            went_through |= matches!(written, Ok(true));
+            failed |= !self.count_write("module", written);
         }
         for (name, status) in &self.class_status {
             let written = sink.class(name, status).await;
-            self.count_write("class", written);
+            went_through |= matches!(written, Ok(true));
+            failed |= !self.count_write("class", written);
         }
         for write in self.nodes.tick(now) {
             let kind = if write.significant {
@@ -922,10 +932,12 @@ impl Controller {
             };
             match sink.node(&write.node, &write.status).await {
                 Ok(_) => {
+                    went_through = true;
                     self.nodes.written(&write.node, now);
                     self.metrics.status_writes.get_or_create(&kind.into()).inc();
                 }
                 Err(e) => {
+                    failed = true;
                     tracing::warn!(node = %write.node, error = %e, "EdgeNode status write failed");
                     self.nodes.failed(&write.node, now);
                     self.metrics
@@ -934,6 +946,11 @@ impl Controller {
                         .inc();
                 }
             }
+        }
+        if went_through {
+            self.writes_failing_since_ms = None;
+        } else if failed {
+            self.writes_failing_since_ms.get_or_insert(now);
         }
         let counts = self.nodes.presence_counts();
         self.metrics
@@ -948,18 +965,21 @@ impl Controller {
         self.dirty |= self.synced && !self.nodes.is_empty();
     }
 
-    fn count_write(&self, kind: &str, written: Result<bool, SinkError>) {
+    /// Counts a module or class status write; false when it failed.
+    fn count_write(&self, kind: &str, written: Result<bool, SinkError>) -> bool {
         match written {
             Ok(true) => {
                 self.metrics.status_writes.get_or_create(&kind.into()).inc();
+                true
             }
-            Ok(false) => {}
+            Ok(false) => true,
             Err(e) => {
                 tracing::warn!(kind, error = %e, "status write failed");
                 self.metrics
                     .status_write_failures
                     .get_or_create(&e.kind().into())
                     .inc();
+                false
             }
         }
     }

@@ -81,21 +81,45 @@ async fn ready(State(endpoints): State<Arc<Endpoints>>) -> (StatusCode, String) 
         );
     }
     let progress = endpoints.progress.borrow().clone();
-    let mut reasons = Vec::new();
-    if now_ms().saturating_sub(progress.last_round_ms) > 10_000 {
-        reasons.push("unready: loop_stalled: no round in the last 10 s\n");
-    }
-    if !progress.complete {
-        reasons.push("unready: objects_incomplete: the objects are not listed or read yet\n");
-    }
-    if !progress.synced {
-        reasons.push("unready: cloud_not_synced: the cloud broker link is down or replaying\n");
-    }
+    let reasons = unready(&progress, now_ms());
     if reasons.is_empty() {
         (StatusCode::OK, "ready\n".into())
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, reasons.concat())
     }
+}
+
+/// How long every status write may fail before the controller says it is not ready: a brief
+/// API-server hiccup is retried, a lasting one (RBAC taken away, a full etcd) means nothing an
+/// operator reads is true any more.
+const WRITES_FAILING_MS: u64 = 60_000;
+
+/// Why the leading controller is not ready, one line each (none: ready).
+fn unready(progress: &crate::control::Progress, now_ms: u64) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if now_ms.saturating_sub(progress.last_round_ms) > 10_000 {
+        reasons.push("unready: loop_stalled: no round in the last 10 s\n".to_string());
+    }
+    if !progress.complete {
+        reasons.push(
+            "unready: objects_incomplete: the objects are not listed or read yet\n".to_string(),
+        );
+    }
+    if !progress.synced {
+        reasons.push(
+            "unready: cloud_not_synced: the cloud broker link is down or replaying\n".to_string(),
+        );
+    }
+    if let Some(since) = progress.writes_failing_since_ms
+        && now_ms.saturating_sub(since) > WRITES_FAILING_MS
+    {
+        reasons.push(format!(
+            "unready: status_writes_failing: every status write has failed for {} s \
+             (edgefleet_controller_status_write_failures_total and the log say why)\n",
+            now_ms.saturating_sub(since) / 1000
+        ));
+    }
+    reasons
 }
 
 async fn metrics(State(endpoints): State<Arc<Endpoints>>) -> (StatusCode, String) {
@@ -522,6 +546,34 @@ async fn apply(State(endpoints): State<Arc<Endpoints>>, body: String) -> (Status
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_tells_a_loop_that_moves_nothing_apart() {
+        let now = 1_000_000;
+        let fine = crate::control::Progress {
+            synced: true,
+            complete: true,
+            last_round_ms: now - 1000,
+            writes_failing_since_ms: None,
+        };
+        assert!(unready(&fine, now).is_empty());
+        let stalled = crate::control::Progress {
+            last_round_ms: now - 11_000,
+            ..fine.clone()
+        };
+        assert!(unready(&stalled, now)[0].contains("loop_stalled"));
+        // Failing writes are retried for a while before readiness says so.
+        let failing = |since| crate::control::Progress {
+            writes_failing_since_ms: Some(since),
+            ..fine.clone()
+        };
+        assert!(unready(&failing(now - 30_000), now).is_empty());
+        let reasons = unready(&failing(now - 61_000), now);
+        assert!(
+            reasons[0].contains("status_writes_failing") && reasons[0].contains("61 s"),
+            "{reasons:?}"
+        );
+    }
 
     const MODULE: &str = "apiVersion: edgefleet.dev/v1alpha1\nkind: HandlerModule\n\
         metadata: {name: thermostat-1.0.0}\n\
