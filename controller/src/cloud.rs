@@ -39,8 +39,8 @@ pub fn rollout_topic(class: &str) -> String {
     format!("{ROLLOUT_TOPIC_PREFIX}/{class}")
 }
 
-/// Largest rollout record read back, in bytes.
-const MAX_RECORD_BYTES: usize = MAX_UPLINK_PACKET_BYTES;
+/// Largest rollout record, in bytes: one packet with its topic.
+pub const MAX_RECORD_BYTES: usize = MAX_UPLINK_PACKET_BYTES - 1024;
 
 /// How to reach the cloud broker.
 #[derive(Clone)]

@@ -538,11 +538,20 @@ impl Controller {
             }
         }
         if !self.dirty {
-            for (class, record) in records {
-                let payload = record
+            for (class, mut record) in records {
+                let mut payload = record
                     .as_ref()
                     .map(edgefleet_protocol::codec::encode)
                     .unwrap_or_default();
+                // Two handlers of thousands of minimum-size chunks each may not fit one packet:
+                // the one needed to undo a completed rollout goes, the stable one stays.
+                if payload.len() > crate::cloud::MAX_RECORD_BYTES
+                    && let Some(record) = record.as_mut()
+                {
+                    tracing::warn!(%class, bytes = payload.len(), "rollout record too large: undo of the last completed rollout will not be possible");
+                    record.previous_stable = None;
+                    payload = edgefleet_protocol::codec::encode(record);
+                }
                 if let Err(e) = cloud
                     .publish_retained(crate::cloud::rollout_topic(&class), payload)
                     .await
