@@ -33,10 +33,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edgefleet_controller::ingest::{Presence, edge_node_status};
 use edgefleet_controller::resources::{API_VERSION, EdgeNode, EdgeNodeSpec};
@@ -53,10 +53,11 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use rumqttc::QoS;
 
+mod process;
+use process::{Controller, children_named, cpu_seconds, now_ms, vm_mib};
+
 const CLOUD_ACL: &str = include_str!("../../brokers/cloud/acl");
 const FIELD_MANAGER: &str = "edgefleet-controller";
-/// Linux's USER_HZ: the unit of utime and stime in /proc/<pid>/stat.
-const TICKS_PER_S: f64 = 100.0;
 
 const USAGE: &str = "\
 cargo bench -p edgefleet-controller --bench ingest -- [flags]
@@ -164,12 +165,6 @@ impl Args {
             self.error_pct_per_min
         )
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn repo_path(path: &str) -> PathBuf {
@@ -509,50 +504,6 @@ async fn publish_statuses(
 
 // ---------------------------------------------------------------------------------------------
 // Processes, /proc and metrics.
-
-/// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / TICKS_PER_S)
-}
-
-/// A `Vm*` line of /proc/<pid>/status, in MiB.
-fn vm_mib(pid: u32, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// This process's children named `comm` (mosquitto, etcd, kube-apiserver).
-fn children_named(comm: &str) -> Vec<u32> {
-    let me = std::process::id().to_string();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let name = head.split_once('(').map_or("", |(_, n)| n);
-        let ppid = rest.split_whitespace().nth(1).unwrap_or("");
-        if name == comm && ppid == me {
-            pids.push(pid);
-        }
-    }
-    pids
-}
 
 /// The host's CPU time from /proc/stat: (busy, steal, total) in ticks.
 fn host_cpu() -> (f64, f64, f64) {
@@ -1010,27 +961,6 @@ fn measure(args: &Args, nodes: usize, runtime: &tokio::runtime::Runtime) -> Row 
 
 fn host_total_cores() -> f64 {
     std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
-}
-
-/// The controller process: SIGTERM on stop, killed if still running when dropped.
-struct Controller(Child);
-
-impl Controller {
-    fn stop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id())
-            && let Some(pid) = rustix::process::Pid::from_raw(pid)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
