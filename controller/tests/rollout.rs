@@ -54,6 +54,39 @@ fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
+/// The thermostat handler module.
+fn thermostat() -> Vec<u8> {
+    edgefleet_device_modules::handler_wasm(edgefleet_device_modules::Handler::Thermostat)
+        .expect("the thermostat module builds")
+}
+
+/// A standalone controller, three nodes and three versions: thermostat-1 (the thermostat, which
+/// the class runs everywhere without a strategy), thermostat-2 (the same as another binary) and
+/// thermostat-3 (`third`).
+fn fleet_of_three(third: Vec<u8>) -> Fleet {
+    let mut fleet = Fleet::new();
+    let wasm = thermostat();
+    let dir = fleet.objects_dir();
+    std::fs::write(dir.join("thermostat-1.wasm"), &wasm).unwrap();
+    std::fs::write(dir.join("thermostat-2.wasm"), rebuilt(&wasm, "2")).unwrap();
+    std::fs::write(dir.join("thermostat-3.wasm"), third).unwrap();
+    fleet.write_object(
+        "modules.yaml",
+        &[
+            module_object("thermostat-1", "1.0.0", "thermostat-1.wasm"),
+            module_object("thermostat-2", "2.0.0", "thermostat-2.wasm"),
+            module_object("thermostat-3", "3.0.0", "thermostat-3.wasm"),
+        ]
+        .join("---\n"),
+    );
+    fleet.write_object("class.yaml", &class_object("thermostat-1", false));
+    fleet.start_standalone_controller();
+    for node in NODES {
+        fleet.add_node(node);
+    }
+    fleet
+}
+
 /// Echoes a message back as a command, but traps on messages longer than 12 bytes (a reading
 /// that carries a setpoint).
 const TRAPS_ON_SETPOINTS: &str = r#"
@@ -231,32 +264,7 @@ async fn fleet_on(fleet: &Fleet, version: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_good_version_goes_through_canary_and_waves_and_a_trapping_one_is_rolled_back() {
-    let mut fleet = Fleet::new();
-    let wasm =
-        edgefleet_device_modules::handler_wasm(edgefleet_device_modules::Handler::Thermostat)
-            .expect("the thermostat module builds");
-    let dir = fleet.objects_dir();
-    std::fs::write(dir.join("thermostat-1.wasm"), &wasm).unwrap();
-    std::fs::write(dir.join("thermostat-2.wasm"), rebuilt(&wasm, "2")).unwrap();
-    std::fs::write(
-        dir.join("traps.wasm"),
-        wat::parse_str(TRAPS_ON_SETPOINTS).unwrap(),
-    )
-    .unwrap();
-    fleet.write_object(
-        "modules.yaml",
-        &[
-            module_object("thermostat-1", "1.0.0", "thermostat-1.wasm"),
-            module_object("thermostat-2", "2.0.0", "thermostat-2.wasm"),
-            module_object("thermostat-3", "3.0.0", "traps.wasm"),
-        ]
-        .join("---\n"),
-    );
-    fleet.write_object("class.yaml", &class_object("thermostat-1", false));
-    fleet.start_standalone_controller();
-    for node in NODES {
-        fleet.add_node(node);
-    }
+    let fleet = fleet_of_three(wat::parse_str(TRAPS_ON_SETPOINTS).unwrap());
     // Without a strategy a version goes to every node at once.
     let (_, steps) = until_phase(&fleet, "thermostat 1.0.0", "Completed").await;
     assert_eq!(steps, vec!["1/1 complete"]);
@@ -402,35 +410,7 @@ async fn act(fleet: &Fleet, module: &str, target: &str, action: &str, phase: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operators_pause_resume_promote_undo_retry_abort_and_supersede_and_offline_nodes_catch_up()
 {
-    let mut fleet = Fleet::new();
-    let wasm =
-        edgefleet_device_modules::handler_wasm(edgefleet_device_modules::Handler::Thermostat)
-            .expect("the thermostat module builds");
-    let dir = fleet.objects_dir();
-    for (i, file) in [
-        "thermostat-1.wasm",
-        "thermostat-2.wasm",
-        "thermostat-3.wasm",
-    ]
-    .iter()
-    .enumerate()
-    {
-        std::fs::write(dir.join(file), rebuilt(&wasm, &i.to_string())).unwrap();
-    }
-    fleet.write_object(
-        "modules.yaml",
-        &[
-            module_object("thermostat-1", "1.0.0", "thermostat-1.wasm"),
-            module_object("thermostat-2", "2.0.0", "thermostat-2.wasm"),
-            module_object("thermostat-3", "3.0.0", "thermostat-3.wasm"),
-        ]
-        .join("---\n"),
-    );
-    fleet.write_object("class.yaml", &class_object("thermostat-1", false));
-    fleet.start_standalone_controller();
-    for node in NODES {
-        fleet.add_node(node);
-    }
+    let mut fleet = fleet_of_three(rebuilt(&thermostat(), "3"));
     let on = |version: &'static str| move |v: &[String]| v.iter().all(|x| x == version);
     until_versions(&fleet, "v1 everywhere", on("thermostat 1.0.0")).await;
 
@@ -594,32 +574,7 @@ fn shadowed_class_object(module: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shadow_step_agrees_on_an_equal_version_and_stops_one_that_behaves_differently() {
-    let mut fleet = Fleet::new();
-    let wasm =
-        edgefleet_device_modules::handler_wasm(edgefleet_device_modules::Handler::Thermostat)
-            .expect("the thermostat module builds");
-    let dir = fleet.objects_dir();
-    std::fs::write(dir.join("thermostat-1.wasm"), &wasm).unwrap();
-    std::fs::write(dir.join("thermostat-2.wasm"), rebuilt(&wasm, "2")).unwrap();
-    std::fs::write(
-        dir.join("echo.wasm"),
-        edgefleet_device_modules::probe_wasm("echo"),
-    )
-    .unwrap();
-    fleet.write_object(
-        "modules.yaml",
-        &[
-            module_object("thermostat-1", "1.0.0", "thermostat-1.wasm"),
-            module_object("thermostat-2", "2.0.0", "thermostat-2.wasm"),
-            module_object("thermostat-3", "3.0.0", "echo.wasm"),
-        ]
-        .join("---\n"),
-    );
-    fleet.write_object("class.yaml", &class_object("thermostat-1", false));
-    fleet.start_standalone_controller();
-    for node in NODES {
-        fleet.add_node(node);
-    }
+    let fleet = fleet_of_three(edgefleet_device_modules::probe_wasm("echo"));
     until_phase(&fleet, "thermostat 1.0.0", "Completed").await;
     let traffic = Traffic::start(&fleet, "shadow").await;
 
