@@ -517,8 +517,8 @@ async fn poll_link(
                 if tx.is_closed() {
                     return;
                 }
-                // The first connection was clean (no commands left from an earlier run);
-                // reconnections resume the session, so commands sent meanwhile are delivered.
+                // Only the first connection is clean (see `Device::run`); every later one
+                // resumes the session, so commands sent meanwhile are delivered.
                 eventloop.mqtt_options.set_clean_session(false);
             }
         }
@@ -545,6 +545,8 @@ impl Device {
         let mut phase = shared.phase.subscribe();
         let mut storm = shared.storm.subscribe();
         let mut burst = shared.burst.subscribe();
+        let mut fresh = true;
+        let mut rejoining = false;
         let mut connected = false;
         let mut subscribed = false;
         let mut unacked = 0usize;
@@ -568,9 +570,19 @@ impl Device {
                     }
                 }
                 Some(event) = link.recv() => match event {
+                    Link::Event(Event::Incoming(Incoming::ConnAck(_))) if fresh => {
+                        // A clean session cleared what an earlier run left; the session the
+                        // device works in must persist, so it connects again without.
+                        fresh = false;
+                        rejoining = true;
+                        let _ = hold_tx.send(Duration::ZERO);
+                        let _ = client.try_disconnect();
+                    }
                     Link::Event(Event::Incoming(Incoming::ConnAck(_))) => {
                         connected = true;
                         drop(permit.take());
+                        // Should the connection drop: back off before reconnecting.
+                        let _ = hold_tx.send(Duration::from_secs_f64(self.rng.range(0.5, 1.5)));
                         counters.connected.fetch_add(1, Ordering::Relaxed);
                         let _ = client.try_subscribe(self.down.clone(), QoS::AtLeastOnce);
                     }
@@ -586,6 +598,7 @@ impl Device {
                     }
                     Link::Event(Event::Outgoing(Outgoing::Disconnect)) => {}
                     Link::Event(_) => {}
+                    Link::Down(_) if rejoining => rejoining = false,
                     Link::Down(error) => {
                         drop(permit.take());
                         if connected {
@@ -598,17 +611,14 @@ impl Device {
                         connected = false;
                         // rumqttc sends the unacknowledged publishes again on reconnect.
                         unacked = 0;
-                        if leaving {
-                            leaving = false;
-                            let _ = hold_tx.send(Duration::from_secs_f64(self.rng.range(0.0, 2.0)));
-                        } else {
-                            let _ = hold_tx.send(Duration::from_secs_f64(self.rng.range(0.5, 1.5)));
-                        }
+                        leaving = false;
                     }
                 },
                 changed = storm.changed() => {
                     if changed.is_ok() && connected {
                         leaving = true;
+                        // The storm's spread: everyone is back within two seconds.
+                        let _ = hold_tx.send(Duration::from_secs_f64(self.rng.range(0.0, 2.0)));
                         if unacked == 0 {
                             let _ = client.try_disconnect();
                         }
