@@ -15,3 +15,4 @@ pub mod pki;
 pub use broker::{Broker, BrokerError, BrokerOptions, Shipped};
 pub use pki::{Authority, Identity, PkiError, TlsFiles};
 pub mod devices;
+pub mod nodes;
