@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use edgefleet_protocol::id::ClassId;
 use edgefleet_simulators::devices::{self, ClassPlan, Kind, Misbehaviour, Plan, Simulation};
+use edgefleet_simulators::nodes;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +28,7 @@ enum Command {
     /// Real MQTT devices (thermostat, meter, lock, air quality) on device brokers, each checked by
     /// a correctness oracle.
     Devices(DevicesArgs),
+    Nodes(nodes::Args),
 }
 
 /// Runs devices of one or more classes against the device brokers of edge nodes. Every device is
@@ -200,6 +202,13 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Devices(args) => runtime.block_on(run_devices(args)),
+        Command::Nodes(args) => match runtime.block_on(nodes::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edgefleet-sim nodes: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -2,7 +2,7 @@
 //! it runs, and a table (or JSON) of what the nodes did when it stops.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,18 +10,25 @@ use edgefleet_protocol::TrustAnchor;
 use serde::Serialize;
 
 use super::{FailVersion, Fleet, FleetOptions, NodesError, Totals};
+use crate::pki::Authority;
 use crate::pki::fleet::{CaRole, FleetPki};
-use crate::pki::{Authority, PkiError};
 
-/// Hollow edge agents on the cloud broker: each node connects with its own certificate (CN = its
-/// name, issued in memory from the node CA, so the broker's ACL fences it like a real agent),
-/// verifies its signed assignments with the trust anchor, fetches and verifies the modules' chunks,
-/// reports the new version in its retained status and publishes agent events — without running
-/// WasmEdge. Interactions are counted, not run.
+/// Hollow edge agents on the cloud broker: real identities and signed assignments, no WasmEdge.
 ///
-/// Example, against the broker and controller of `edgefleet certs` and `edgefleet keys`:
+/// Each node connects with its own certificate (CN = its name, issued in memory from the node CA,
+/// so the broker's ACL fences it like a real agent), verifies its signed assignments with the
+/// trust anchor, fetches and verifies the modules' chunks (one copy per module is kept for the
+/// whole process), reports the new version in its retained status and publishes agent events.
+/// Interactions are counted, not run. Use it to try the controller, rollouts and rollbacks at
+/// fleet scale.
 ///
-///   edgefleet-sim nodes --cloud broker.example:8883 --pki ./pki --trust-anchor trust.pem --nodes 1000 --fail-version 3.0.0
+/// Example: 1,000 nodes against the broker and controller of `edgefleet certs` / `edgefleet keys`,
+/// failing version 3.0.0 (its canary quarantines it, so the controller rolls back):
+///
+///   edgefleet-sim nodes --cloud broker.example:8883 --pki ./pki --trust-anchor trust.pem \
+///     --nodes 1000 --interval 10s --fail-version 3.0.0
+///
+/// Exit status: 0 after --duration or Ctrl-C, 2 when the fleet could not start.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -271,15 +278,18 @@ fn address(text: &str) -> Result<(String, u16), NodesError> {
 
 /// The node CA (issuing nodes' certificates) and the broker's CA (PEM), from --pki or the files.
 fn certificate_authorities(args: &Args) -> Result<(Arc<Authority>, String), NodesError> {
-    let (cert, key, broker) = match &args.pki {
+    let (cert, key, broker, flag) = match &args.pki {
         Some(dir) => {
-            let pki = FleetPki::open(dir)?;
+            let pki = FleetPki::open(dir)
+                .map_err(|e| NodesError::Usage(format!("--pki {}: {e}", dir.display())))?;
             let cert = pki.ca_file(CaRole::Node);
             let key = cert.with_extension("key");
-            (cert, key, pki.ca_file(CaRole::Fleet))
+            (cert, key, pki.ca_file(CaRole::Fleet), "--pki")
         }
         None => match (&args.node_ca, &args.node_ca_key, &args.broker_ca) {
-            (Some(cert), Some(key), Some(broker)) => (cert.clone(), key.clone(), broker.clone()),
+            (Some(cert), Some(key), Some(broker)) => {
+                (cert.clone(), key.clone(), broker.clone(), "--node-ca")
+            }
             _ => {
                 return Err(NodesError::Usage(
                     "give --pki DIR, or --node-ca, --node-ca-key and --broker-ca".into(),
@@ -287,19 +297,15 @@ fn certificate_authorities(args: &Args) -> Result<(Arc<Authority>, String), Node
             }
         },
     };
-    let authority = Authority::load(&cert, &key)?;
-    let broker_ca_pem = read(&broker)?;
+    let authority = Authority::load(&cert, &key)
+        .map_err(|e| NodesError::Usage(format!("{flag}: the node CA: {e}")))?;
+    let broker_ca_pem = std::fs::read_to_string(&broker).map_err(|e| {
+        NodesError::Usage(format!(
+            "{flag}: cannot read the broker's CA {}: {e}",
+            broker.display()
+        ))
+    })?;
     Ok((Arc::new(authority), broker_ca_pem))
-}
-
-fn read(path: &Path) -> Result<String, NodesError> {
-    std::fs::read_to_string(path).map_err(|source| {
-        NodesError::Pki(PkiError::Io {
-            action: "cannot read",
-            path: path.to_owned(),
-            source,
-        })
-    })
 }
 
 /// `[ 12.0 s] 9,812/10,000 connected · thermo thermostat 1.0.0 9,800 · 1,021 statuses/s · …`
