@@ -14,21 +14,35 @@
 //!   a token bucket; a message beyond it is shed as [`Shed::OverBudget`] — the device is at fault,
 //!   so a QoS 1 message is acknowledged and dropped, and counted.
 //! * **Bounds.** Messages and bytes in the intake, messages per device, tracked devices: all capped.
+//!   A device may have its whole burst waiting (at least [`IntakeLimits::max_per_device`], at most a
+//!   quarter of the intake); a QoS 1 message beyond that is shed as [`Shed::Backlog`] — the device
+//!   sends faster than its share of the node serves it, so like [`Shed::OverBudget`] it is
+//!   acknowledged, dropped and counted, and no other device pays for it.
 //!   **QoS 0 is best effort and shed first**: a QoS 0 message is taken only while the device has
 //!   fewer than [`IntakeLimits::qos0_per_device`] waiting and the intake is less than half full.
-//!   A QoS 1 message that does not fit is shed as [`Shed::Full`]: it is *not* acknowledged (it is not
-//!   the device's fault), and the caller has the broker deliver it again later.
+//!   A QoS 1 message that does not fit in the intake is shed as [`Shed::Full`]: it is *not*
+//!   acknowledged (it is not the device's fault), and the caller has the broker deliver it again later.
 //! * **Order across host faults.** When a host-side fault leaves a device's message unacknowledged,
 //!   [`Intake::hold`] drops that device's waiting QoS 1 messages (also unacknowledged) and sheds its
 //!   new ones as [`Shed::Held`] until [`Intake::resume`] (called on the reconnect that makes the
 //!   broker deliver them all again, in their order).
 //! * **Duplicates.** A QoS 1 message delivered again (after a reconnect) while its first copy is
 //!   still held here has the same packet id: it is dropped as [`Offered::Duplicate`]; the first
-//!   copy's acknowledgement covers both.
+//!   copy's acknowledgement covers both. A redelivered copy (MQTT's DUP flag) of a message
+//!   already done and acknowledged — same packet id, same device, same payload digest — is
+//!   [`Offered::AlreadyDone`]: its effects are durable and its commands sent, so it is acknowledged
+//!   again and not run twice. This is what makes a reconnect harmless to the devices that did
+//!   nothing: the broker resends what it had not seen acknowledged when the connection dropped.
+//!   The intake remembers the last [`ACKED_REMEMBERED`] acknowledged packet ids; a new message
+//!   (no DUP flag) with one of them proves the broker had the ack, and the id is forgotten.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::time::Instant;
+
+/// Acknowledged packet ids remembered, to recognise redelivered copies. The acks a connection can
+/// lose when it drops are those of its last moments, far fewer than this.
+pub const ACKED_REMEMBERED: usize = 4096;
 
 /// The intake's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +51,7 @@ pub struct IntakeLimits {
     pub max_messages: usize,
     /// Their payload bytes, at most.
     pub max_bytes: usize,
-    /// Messages of one device waiting, at most (QoS 1).
+    /// Messages of one device waiting, at most (QoS 1), unless its class's burst is larger.
     pub max_per_device: usize,
     /// QoS 0 messages of one device waiting, at most.
     pub qos0_per_device: usize,
@@ -72,6 +86,10 @@ pub struct Envelope {
     /// The broker's packet id (QoS 1).
     pub pkid: u16,
     pub bytes: usize,
+    /// Sent again by the broker (MQTT's DUP flag).
+    pub redelivered: bool,
+    /// A digest of the payload, to tell a redelivered copy from a new message that reuses the id.
+    pub digest: u64,
 }
 
 /// What [`Intake::offer`] did.
@@ -80,6 +98,9 @@ pub enum Offered {
     Queued,
     /// A QoS 1 message whose first copy is still here (same packet id): drop it, do not ack it.
     Duplicate,
+    /// A redelivered copy of a message of this device already done and acknowledged: ack it again,
+    /// do not run it.
+    AlreadyDone,
     Shed(Shed),
 }
 
@@ -90,7 +111,9 @@ pub enum Shed {
     OverBudget,
     /// QoS 0 and the device already has some waiting, or the intake is half full: best effort.
     BestEffort,
-    /// QoS 1 and the device's queue or the intake is full: not acked, delivered again later.
+    /// QoS 1 and the device has more waiting than its share: its fault; acked and dropped.
+    Backlog,
+    /// QoS 1 and the intake is full: not acked, delivered again later.
     Full,
     /// The device is held after a host-side fault: not acked, delivered again after the reconnect.
     Held,
@@ -101,6 +124,7 @@ impl Shed {
     pub fn label(self) -> &'static str {
         match self {
             Shed::OverBudget => "over_budget",
+            Shed::Backlog => "backlog",
             Shed::BestEffort => "best_effort",
             Shed::Full => "full",
             Shed::Held => "held",
@@ -110,7 +134,7 @@ impl Shed {
     /// Whether a QoS 1 message shed so is acknowledged (dropped for good) rather than left to be
     /// delivered again.
     pub fn acks(self) -> bool {
-        matches!(self, Shed::OverBudget)
+        matches!(self, Shed::OverBudget | Shed::Backlog)
     }
 }
 
@@ -164,6 +188,12 @@ pub struct Intake<K, M> {
     ready: VecDeque<K>,
     /// Packet ids of the QoS 1 messages here (waiting or in a lane).
     pkids: HashSet<u16>,
+    /// Recently acknowledged packet ids: the device and payload digest, and a sequence number that
+    /// ties the entry to its place in `acked_order`.
+    acked: HashMap<u16, (K, u64, u64)>,
+    /// `acked`'s ids, oldest first, with their sequence numbers (stale ones are skipped).
+    acked_order: VecDeque<(u16, u64)>,
+    acked_seq: u64,
     messages: usize,
     bytes: usize,
 }
@@ -185,6 +215,9 @@ impl<K: Clone + Eq + Hash, M> Intake<K, M> {
             devices: HashMap::new(),
             ready: VecDeque::new(),
             pkids: HashSet::new(),
+            acked: HashMap::new(),
+            acked_order: VecDeque::new(),
+            acked_seq: 0,
             messages: 0,
             bytes: 0,
         }
@@ -201,6 +234,20 @@ impl<K: Clone + Eq + Hash, M> Intake<K, M> {
     ) -> Offered {
         if envelope.acknowledged && self.pkids.contains(&envelope.pkid) {
             return Offered::Duplicate;
+        }
+        if envelope.acknowledged {
+            if envelope.redelivered {
+                if self
+                    .acked
+                    .get(&envelope.pkid)
+                    .is_some_and(|(d, digest, _)| *d == device && *digest == envelope.digest)
+                {
+                    return Offered::AlreadyDone;
+                }
+            } else {
+                // The broker reuses an id only once it had the ack.
+                self.acked.remove(&envelope.pkid);
+            }
         }
         if !self.devices.contains_key(&device) && self.devices.len() >= self.limits.max_devices {
             self.forget_idle(now);
@@ -240,8 +287,17 @@ impl<K: Clone + Eq + Hash, M> Intake<K, M> {
         }
         entry.tokens -= 1.0;
         if envelope.acknowledged {
-            if full || entry.queue.len() >= limits.max_per_device {
+            if full {
                 return Offered::Shed(Shed::Full);
+            }
+            // The whole burst may wait, but no device may take more than a quarter of the intake.
+            let share = limits
+                .max_per_device
+                .max(budget.burst as usize)
+                .min(limits.max_messages / 4)
+                .max(1);
+            if entry.queue.len() >= share {
+                return Offered::Shed(Shed::Backlog);
             }
         } else {
             let waiting_qos0 = entry
@@ -300,9 +356,12 @@ impl<K: Clone + Eq + Hash, M> Intake<K, M> {
         !self.ready.is_empty()
     }
 
-    /// The device's message in a lane is done (acked or left for redelivery): its next one may go.
-    pub fn finish(&mut self, device: &K, envelope: Envelope) {
+    /// The device's message in a lane is done, `acked` or left for redelivery: its next one may go.
+    pub fn finish(&mut self, device: &K, envelope: Envelope, acked: bool) {
         self.forget_message(envelope);
+        if acked && envelope.acknowledged {
+            self.remember_acked(device, envelope);
+        }
         let Some(entry) = self.devices.get_mut(device) else {
             return;
         };
@@ -387,6 +446,21 @@ impl<K: Clone + Eq + Hash, M> Intake<K, M> {
         }
     }
 
+    fn remember_acked(&mut self, device: &K, envelope: Envelope) {
+        self.acked_seq += 1;
+        let seq = self.acked_seq;
+        self.acked
+            .insert(envelope.pkid, (device.clone(), envelope.digest, seq));
+        self.acked_order.push_back((envelope.pkid, seq));
+        while self.acked_order.len() > ACKED_REMEMBERED {
+            if let Some((pkid, seq)) = self.acked_order.pop_front()
+                && self.acked.get(&pkid).is_some_and(|entry| entry.2 == seq)
+            {
+                self.acked.remove(&pkid);
+            }
+        }
+    }
+
     fn forget_message(&mut self, envelope: Envelope) {
         self.messages = self.messages.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(envelope.bytes);
@@ -412,6 +486,8 @@ mod tests {
             acknowledged: true,
             pkid,
             bytes: 10,
+            redelivered: false,
+            digest: 1,
         }
     }
 
@@ -420,6 +496,8 @@ mod tests {
             acknowledged: false,
             pkid: 0,
             bytes: 10,
+            redelivered: false,
+            digest: 1,
         }
     }
 
@@ -444,7 +522,7 @@ mod tests {
         // Nothing more until the devices finish: per-device order.
         assert!(intake.take_round(64, now).is_empty());
         for taken in &round {
-            intake.finish(&taken.device, taken.envelope);
+            intake.finish(&taken.device, taken.envelope, true);
         }
         intake.offer("quiet-a", qos1(102), 102, GENEROUS, now);
         let round = intake.take_round(64, now);
@@ -516,13 +594,14 @@ mod tests {
             intake.offer("c", qos0(), 0, GENEROUS, now),
             Offered::Shed(Shed::BestEffort)
         );
-        for i in 0..4u16 {
+        // Two each: a device's share is at most a quarter of the intake.
+        for (i, device) in ["c", "c", "d", "d"].into_iter().enumerate() {
             assert_eq!(
-                intake.offer("c", qos1(i + 10), 0, GENEROUS, now),
+                intake.offer(device, qos1(i as u16 + 10), 0, GENEROUS, now),
                 Offered::Queued
             );
         }
-        let full = intake.offer("c", qos1(50), 0, GENEROUS, now);
+        let full = intake.offer("e", qos1(50), 0, GENEROUS, now);
         assert_eq!(full, Offered::Shed(Shed::Full));
         assert!(!Shed::Full.acks());
         assert_eq!(intake.depth().messages, 8);
@@ -545,12 +624,104 @@ mod tests {
             intake.offer("a", qos1(7), 1, GENEROUS, now),
             Offered::Duplicate
         );
-        intake.finish(&round[0].device, round[0].envelope);
+        intake.finish(&round[0].device, round[0].envelope, true);
         // Acked and gone: the same packet id is a new message now.
         assert_eq!(
             intake.offer("a", qos1(7), 2, GENEROUS, now),
             Offered::Queued
         );
+    }
+
+    #[test]
+    fn a_device_may_have_its_burst_waiting_and_beyond_that_only_it_loses() {
+        let now = Instant::now();
+        let limits = IntakeLimits {
+            max_per_device: 4,
+            ..IntakeLimits::default()
+        };
+        let mut intake = Intake::new(limits);
+        let budget = Budget {
+            rate_per_s: 1.0,
+            burst: 10.0,
+        };
+        // Within its budget (1000/s), but faster than the node serves it: nothing leaves a lane.
+        let fast = Budget {
+            rate_per_s: 1000.0,
+            burst: 2.0,
+        };
+        let offered: Vec<Offered> = (0..10u16)
+            .map(|i| {
+                let at = now + Duration::from_millis(u64::from(i) * 10);
+                intake.offer("flood", qos1(i + 1), 0, fast, at)
+            })
+            .collect();
+        assert_eq!(offered[..4], [Offered::Queued; 4]);
+        assert_eq!(offered[4..], [Offered::Shed(Shed::Backlog); 6]);
+        assert!(
+            Shed::Backlog.acks(),
+            "the device's fault: acked and dropped"
+        );
+        // A larger burst may wait whole.
+        let offered: Vec<Offered> = (0..10u16)
+            .map(|i| intake.offer("burst", qos1(i + 100), 0, budget, now))
+            .collect();
+        assert_eq!(offered, [Offered::Queued; 10]);
+        assert!(!intake.any_held(), "nobody is held, so no reconnect");
+        assert_eq!(
+            intake.offer("quiet", qos1(200), 0, GENEROUS, now),
+            Offered::Queued
+        );
+    }
+
+    #[test]
+    fn a_redelivered_copy_of_an_acked_message_is_already_done() {
+        let now = Instant::now();
+        let mut intake = Intake::new(IntakeLimits::default());
+        let sent = Envelope {
+            digest: 42,
+            ..qos1(7)
+        };
+        assert_eq!(intake.offer("a", sent, 1, GENEROUS, now), Offered::Queued);
+        let round = intake.take_round(1, now);
+        intake.finish(&"a", round[0].envelope, true);
+        let again = Envelope {
+            redelivered: true,
+            ..sent
+        };
+        assert_eq!(
+            intake.offer("a", again, 1, GENEROUS, now),
+            Offered::AlreadyDone
+        );
+        // Another device's message with the same id and payload is its own.
+        assert_eq!(intake.offer("b", again, 1, GENEROUS, now), Offered::Queued);
+        // A new message reusing the id (no DUP flag, or another payload) runs.
+        let round = intake.take_round(1, now);
+        intake.finish(&"b", round[0].envelope, true);
+        assert_eq!(intake.offer("a", sent, 2, GENEROUS, now), Offered::Queued);
+        let round = intake.take_round(1, now);
+        // The id came back without the DUP flag: the broker had the ack, and this new message,
+        // left for redelivery (a host fault), runs when its copy comes back, same payload or not.
+        intake.finish(&"a", round[0].envelope, false);
+        assert_eq!(intake.offer("a", again, 3, GENEROUS, now), Offered::Queued);
+    }
+
+    #[test]
+    fn acknowledged_ids_remembered_stay_bounded() {
+        let now = Instant::now();
+        let mut intake = Intake::new(IntakeLimits::default());
+        for round in 0..3u32 {
+            for i in 0..u16::MAX {
+                let envelope = Envelope {
+                    digest: u64::from(round),
+                    ..qos1(i)
+                };
+                intake.offer("a", envelope, 0, GENEROUS, now);
+                let taken = intake.take_round(1, now);
+                intake.finish(&"a", taken[0].envelope, true);
+            }
+        }
+        assert!(intake.acked.len() <= ACKED_REMEMBERED);
+        assert!(intake.acked_order.len() <= ACKED_REMEMBERED);
     }
 
     #[test]
@@ -566,8 +737,8 @@ mod tests {
         assert_eq!(devices(&round), [("a", 0), ("b", 10)]);
         // Message 0 of "a" hit a host fault: left unacked, the device held.
         assert_eq!(intake.hold(&"a"), [1, 2]);
-        intake.finish(&"a", round[0].envelope);
-        intake.finish(&"b", round[1].envelope);
+        intake.finish(&"a", round[0].envelope, false);
+        intake.finish(&"b", round[1].envelope, true);
         assert_eq!(
             intake.offer("a", qos1(4), 3, GENEROUS, now),
             Offered::Shed(Shed::Held)
@@ -601,7 +772,7 @@ mod tests {
         for id in 0..10_000u32 {
             let offered = intake.offer(id, qos0(), (), budget, start);
             if let Some(taken) = intake.take_round(1, start).pop() {
-                intake.finish(&taken.device, taken.envelope);
+                intake.finish(&taken.device, taken.envelope, true);
             }
             assert_ne!(offered, Offered::Duplicate);
             assert!(intake.depth().devices <= 100);

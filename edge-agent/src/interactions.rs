@@ -37,9 +37,13 @@
 //! **QoS 0** device messages are best effort: shed first when the node is busy, not redelivered
 //! after a host fault (the broker keeps no copy), counted either way.
 //!
-//! **Duplicates.** A message can be handled twice (at least once): when the reconnect that a host
-//! fault asks for comes before the ack of an earlier, successful message reached the broker. A
-//! message is never acked before its effects are durable.
+//! **Duplicates.** When the device link reconnects (a host fault asks for it, the broker restarts),
+//! the broker delivers again what it had not seen acknowledged, with MQTT's DUP flag — including
+//! messages done here whose ack was still on its way. The intake recognises those copies
+//! (`Offered::AlreadyDone`: same packet id, device and payload) and they are acked again without
+//! running, so one device's fault does not make the others' messages run twice. A message can
+//! still be handled twice (at least once) across a restart of the agent, which forgets those ids.
+//! A message is never acked before its effects are durable.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -205,6 +209,8 @@ impl Interactions {
             acknowledged: publish.qos != QoS::AtMostOnce,
             pkid: publish.pkid,
             bytes: publish.payload.len(),
+            redelivered: publish.dup,
+            digest: digest(&publish.payload),
         };
         let key = (class, device);
         let offered = {
@@ -230,6 +236,11 @@ impl Interactions {
             Offered::Queued => self.work.notify_one(),
             // Its first copy is still here; that copy's ack covers both.
             Offered::Duplicate => {}
+            // Done and acked before the connection dropped; the broker had not seen the ack.
+            Offered::AlreadyDone => {
+                self.ctx.metrics.redelivered_done.inc();
+                self.ack(&publish);
+            }
             Offered::Shed(shed) => self.shed(&publish, &key, shed),
         }
     }
@@ -241,11 +252,18 @@ impl Interactions {
             .get_or_create(&ReasonLabels::new(shed.label()))
             .inc();
         match shed {
-            Shed::OverBudget => {
-                let detail = format!(
-                    "device sends faster than its class's budget; the excess is dropped ({})",
-                    publish.topic
-                );
+            Shed::OverBudget | Shed::Backlog => {
+                let detail = if shed == Shed::OverBudget {
+                    format!(
+                        "device sends faster than its class's budget; the excess is dropped ({})",
+                        publish.topic
+                    )
+                } else {
+                    format!(
+                        "device has more messages waiting than its share of the node; the excess is dropped ({})",
+                        publish.topic
+                    )
+                };
                 report_traffic(
                     &self.ctx,
                     AgentEvent::new(
@@ -476,8 +494,9 @@ impl Interactions {
         for device in &held {
             state.intake.hold(device);
         }
-        for (taken, _, _) in &verdicts {
-            state.intake.finish(&taken.device, taken.envelope);
+        for (taken, verdict, _) in &verdicts {
+            let acked = !matches!(verdict, Verdict::HostFault { .. });
+            state.intake.finish(&taken.device, taken.envelope, acked);
         }
         self.update_gauges(&state);
         let ready = state.intake.has_ready();
@@ -765,6 +784,15 @@ impl Interactions {
 }
 
 /// Commits one successful interaction: its state and upstream messages in one transaction.
+/// A digest of a payload, to tell a redelivered copy from a new message with a reused packet id
+/// (`Intake`). Not a defence: a device that forges a collision only loses its own message.
+fn digest(payload: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    payload.hash(&mut hasher);
+    hasher.finish()
+}
+
 fn commit_one(
     ctx: &Context,
     active: &ActiveClass,

@@ -71,6 +71,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "edgefleet_agent_outbox_corrupt_total",
     "edgefleet_agent_reconnects_total",
     "edgefleet_agent_redeliveries_total",
+    "edgefleet_agent_redelivered_done_total",
     "edgefleet_agent_module_swaps_total",
     "edgefleet_agent_events_suppressed_total",
     "edgefleet_agent_ready",
@@ -81,7 +82,7 @@ pub const METRIC_NAMES: &[&str] = &[
 ];
 
 /// The reasons of `shed_messages` (see `intake::Shed::label`).
-const SHED_REASONS: [&str; 4] = ["over_budget", "best_effort", "full", "held"];
+const SHED_REASONS: [&str; 5] = ["over_budget", "backlog", "best_effort", "full", "held"];
 /// The reasons of `host_faults` (see `interactions`).
 const HOST_FAULT_REASONS: [&str; 5] = [
     "unavailable",
@@ -116,6 +117,8 @@ pub struct AgentMetrics {
     pub outbox_corrupt: Counter,
     pub reconnects: Family<LinkLabels, Counter>,
     pub redeliveries: Counter,
+    /// Redelivered copies of messages already done: acknowledged again, not run.
+    pub redelivered_done: Counter,
     pub swaps: Counter,
     pub events_suppressed: Counter,
     pub ready: Gauge,
@@ -145,6 +148,7 @@ impl Default for AgentMetrics {
             outbox_corrupt: Counter::default(),
             reconnects: Family::default(),
             redeliveries: Counter::default(),
+            redelivered_done: Counter::default(),
             swaps: Counter::default(),
             events_suppressed: Counter::default(),
             ready: Gauge::default(),
@@ -200,7 +204,7 @@ impl AgentMetrics {
         );
         r.register(
             "shed_messages",
-            "Device messages not taken by the intake, by reason: over_budget (acknowledged), best_effort (QoS 0), full and held (left for redelivery)",
+            "Device messages not taken by the intake, by reason: over_budget and backlog (the device's fault: acknowledged and dropped), best_effort (QoS 0), full and held (left for redelivery)",
             self.shed_messages.clone(),
         );
         r.register(
@@ -267,6 +271,11 @@ impl AgentMetrics {
             "redeliveries",
             "Device link reconnects made so that the broker delivers unacknowledged messages again",
             self.redeliveries.clone(),
+        );
+        r.register(
+            "redelivered_done",
+            "Redelivered copies of device messages already done (the broker had not seen the ack): acknowledged again, not run twice",
+            self.redelivered_done.clone(),
         );
         r.register(
             "module_swaps",

@@ -18,6 +18,7 @@
 //! set_tcp_nodelay true
 //! max_packet_size 4194304
 //! max_queued_messages 100000
+//! max_inflight_messages 0                   (in order: see brokers/device/mosquitto.conf)
 //! persistence true
 //! persistence_location {dir}/
 //! persistence_file mosquitto.db
@@ -664,6 +665,7 @@ impl Broker {
              set_tcp_nodelay true\n\
              max_packet_size {BROKER_MAX_PACKET_BYTES}\n\
              max_queued_messages {MAX_QUEUED_MESSAGES}\n\
+             max_inflight_messages 0\n\
              persistence true\n\
              persistence_location {dir}/\n\
              persistence_file mosquitto.db\n\

@@ -11,7 +11,10 @@
 //! sends on a jittered timer. A device subscribes to its command topic before it sends anything,
 //! keeps its session across reconnects (commands sent meanwhile are queued by the broker), and
 //! disconnects for a storm only once the broker has acknowledged everything it sent, so that a
-//! storm causes no resend and therefore no duplicate the system could not avoid.
+//! storm causes no resend and therefore no duplicate the system could not avoid. The other way
+//! round, the broker sends a command again (MQTT's DUP flag) when the device's ack was lost with
+//! the connection; like any careful MQTT client, the device recognises such a copy of a command it
+//! already received (same packet id and payload) and ignores it, counted as resent.
 //!
 //! Misbehaving devices ([`Misbehaviour`]) are extra devices next to the well-behaved ones:
 //! **flooders** send far beyond the class's rate budget (their answers are counted, not
@@ -387,6 +390,7 @@ impl Simulation {
                     },
                 ),
                 seq: 0,
+                received: std::collections::VecDeque::new(),
             };
             devices.push(tokio::spawn(device.run(options, shared.clone())));
         }
@@ -492,7 +496,13 @@ struct Device {
     oracle: Option<Oracle>,
     interval: Duration,
     seq: u64,
+    /// The last commands received, (packet id, payload digest), to recognise the broker's resends.
+    received: std::collections::VecDeque<(u16, u64)>,
 }
+
+/// Commands remembered per device to recognise the broker's resends: those whose acks a dropped
+/// connection can lose.
+const RECEIVED_REMEMBERED: usize = 16;
 
 /// Polls one device's event loop until the device goes away; after a connection error it waits
 /// `hold` (a storm's spread, or a backoff) before polling — and so reconnecting — again.
@@ -594,7 +604,11 @@ impl Device {
                         }
                     }
                     Link::Event(Event::Incoming(Incoming::Publish(publish))) => {
-                        self.on_command(&publish.payload, stats, counters);
+                        if self.resent(&publish) {
+                            counters.resent.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            self.on_command(&publish.payload, stats, counters);
+                        }
                     }
                     Link::Event(Event::Outgoing(Outgoing::Disconnect)) => {}
                     Link::Event(_) => {}
@@ -710,6 +724,24 @@ impl Device {
             oracle.sent(self.seq, payload, at_us);
         }
         true
+    }
+
+    /// Whether `publish` is the broker's copy of a command received before; remembers it if not.
+    fn resent(&mut self, publish: &rumqttc::Publish) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        publish.payload.hash(&mut hasher);
+        let seen = (publish.pkid, hasher.finish());
+        if publish.dup && self.received.contains(&seen) {
+            return true;
+        }
+        // A packet id comes back without DUP only once its earlier use was acknowledged.
+        self.received.retain(|(pkid, _)| *pkid != publish.pkid);
+        if self.received.len() == RECEIVED_REMEMBERED {
+            self.received.pop_front();
+        }
+        self.received.push_back(seen);
+        false
     }
 
     fn on_command(&mut self, payload: &[u8], stats: &ClassStats, counters: &Counters) {

@@ -181,6 +181,8 @@ pub(super) struct Counters {
     pub(super) connected: AtomicUsize,
     pub(super) connect_failures: AtomicU64,
     pub(super) disconnects: AtomicU64,
+    /// Commands the broker sent again (DUP) that the device had already received: ignored.
+    pub(super) resent: AtomicU64,
     /// Messages not sent because the client's queue was full (the broker is slower than the plan).
     pub(super) deferred: AtomicU64,
     pub(super) flood_sent: AtomicU64,
@@ -245,6 +247,9 @@ pub struct Snapshot {
     pub connected: usize,
     pub connect_failures: u64,
     pub disconnects: u64,
+    /// Commands the broker sent again after a reconnect (it had not seen the device's ack),
+    /// recognised by the device and not counted as answers.
+    pub resent: u64,
     pub deferred: u64,
     /// The last connection error, to say why devices do not connect.
     pub last_error: Option<String>,
@@ -371,8 +376,14 @@ impl Report {
         let _ = writeln!(
             out,
             "sent for {:.1} s, then waited {:.1} s for answers; {} connection failures, {} \
-             disconnects, {} messages deferred (client queue full)",
-            self.sent_for_s, self.drained_for_s, s.connect_failures, s.disconnects, s.deferred
+             disconnects, {} commands resent by the broker (ignored), {} messages deferred \
+             (client queue full)",
+            self.sent_for_s,
+            self.drained_for_s,
+            s.connect_failures,
+            s.disconnects,
+            s.resent,
+            s.deferred
         );
         if let Some(error) = &s.last_error {
             let _ = writeln!(out, "last connection error: {error}");
@@ -413,6 +424,7 @@ pub(super) fn snapshot(
         connected: counters.connected.load(Ordering::Relaxed),
         connect_failures: load(&counters.connect_failures),
         disconnects: load(&counters.disconnects),
+        resent: load(&counters.resent),
         deferred: load(&counters.deferred),
         last_error: counters
             .last_error
