@@ -14,13 +14,6 @@ use rumqttc::QoS;
 const LIMIT: Duration = Duration::from_secs(90);
 const NODES: [&str; 3] = ["edge-a", "edge-b", "edge-c"];
 
-fn module_object(name: &str, version: &str, file: &str) -> String {
-    format!(
-        "apiVersion: edgefleet.dev/v1alpha1\nkind: HandlerModule\nmetadata:\n  name: {name}\n\
-         spec:\n  module: thermostat\n  version: {version}\n  file: {file}\n"
-    )
-}
-
 /// The class on every node; staged: one canary, then waves of 1 and 2.
 fn class_object(module: &str, staged: bool) -> String {
     let class = format!(
@@ -39,19 +32,6 @@ fn class_object(module: &str, staged: bool) -> String {
          \x20   gate: {{minInteractions: 5, maxFaultRateIncrease: 0.05, bakeSeconds: 1}}\n\
          \x20   progressDeadlineSeconds: 60\n"
     )
-}
-
-/// The thermostat with a custom section appended: the same behaviour as another binary.
-fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"edgefleet_test_build";
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name);
-    section.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    out.push(section.len() as u8);
-    out.extend(section);
-    out
 }
 
 /// The thermostat handler module.

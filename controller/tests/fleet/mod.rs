@@ -377,6 +377,28 @@ async fn drain(mut events: rumqttc::EventLoop, tx: mpsc::Sender<rumqttc::Publish
     }
 }
 
+/// A HandlerModule of the thermostat from `file` in the objects folder (standalone mode).
+pub fn module_object(name: &str, version: &str, file: &str) -> String {
+    format!(
+        "apiVersion: edgefleet.dev/v1alpha1\nkind: HandlerModule\nmetadata:\n  name: {name}\n\
+         spec:\n  module: thermostat\n  version: {version}\n  file: {file}\n"
+    )
+}
+
+/// A module with a custom section appended: the same behaviour as another binary (another
+/// version to roll out).
+pub fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"edgefleet_test_build";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    out.push(section.len() as u8);
+    out.extend(section);
+    out
+}
+
 /// A thermostat reading.
 pub fn reading(temp_c: f32) -> Vec<u8> {
     let mut buf = [0u8; 64];
