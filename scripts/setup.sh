@@ -2,7 +2,8 @@
 # One-command setup for building and testing edgefleet on Debian 12 (run as root).
 #
 # Installs: libclang (bindgen in wasmedge-sys), mosquitto (tests start their own broker),
-# openssl + patchelf (tooling), docker-registry (tests start their own OCI registry), the
+# openssl + patchelf (tooling), docker-registry (tests start their own OCI registry), chromium
+# and fonts-dejavu-core (the fleet page's test renders it headless and keeps a screenshot), the
 # wasm32-unknown-unknown Rust target, cargo-fuzz (scripts/fuzz.sh), the test control plane (etcd,
 # kube-apiserver, kubectl built with Go by scripts/controlplane.sh),
 # and the WasmEdge 0.17.1 C library + headers under $EDGEFLEET_WASMEDGE_PREFIX (default
@@ -31,7 +32,8 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 # --- Debian packages -------------------------------------------------------------------------
 need=()
-for pkg in libclang-dev mosquitto openssl patchelf pkg-config ca-certificates docker-registry; do
+for pkg in libclang-dev mosquitto openssl patchelf pkg-config ca-certificates docker-registry \
+  chromium fonts-dejavu-core; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

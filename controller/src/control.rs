@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cloud::{Cloud, FromCloud};
 use crate::distribution::{self, Action, Published, PublishedAssignment};
 use crate::fleet::{self, Class, Fleet, Module, Node, Planned, Resolution};
+use crate::history::History;
 use crate::ingest::{NodeTable, WritePolicy};
 use crate::metrics::Metrics;
 use crate::modules::{self, Blobs};
@@ -51,6 +52,8 @@ pub struct Settings {
     pub write_policy: WritePolicy,
     /// Runs modules' test vectors before they become ready.
     pub vectors: Arc<crate::vectors::Runner>,
+    /// Where the fleet page's view goes, once a tick (`page`).
+    pub page: watch::Sender<Arc<crate::page::FleetView>>,
 }
 
 /// What the loop reports to readiness.
@@ -110,6 +113,8 @@ pub struct Controller {
     notices: std::collections::VecDeque<Notice>,
     metrics: Arc<Metrics>,
     progress: watch::Sender<Progress>,
+    /// The fleet's interaction and fault rates, for the fleet page.
+    history: History,
 }
 
 fn now_ms() -> u64 {
@@ -145,6 +150,7 @@ impl Controller {
                 notices: std::collections::VecDeque::new(),
                 metrics,
                 progress,
+                history: History::new(now_ms()),
             },
             progress_rx,
         )
@@ -209,6 +215,15 @@ impl Controller {
                     last_round_ms: now_ms(),
                     writes_failing_since_ms: self.writes_failing_since_ms,
                 });
+                // The fleet page's view: what the loop holds now, bounded, once a tick.
+                let view = crate::page::view(
+                    &self.nodes,
+                    &self.class_status,
+                    &mut self.history,
+                    self.synced,
+                    now_ms(),
+                );
+                self.settings.page.send_replace(Arc::new(view));
             }
         }
         cloud.disconnect().await;
@@ -248,7 +263,12 @@ impl Controller {
                 // change class status, which the next tick's round recomputes.
                 let new_node = self.nodes.report(&status.node).is_none();
                 self.measure(&status);
+                let node = status.node.clone();
                 let kind = if self.nodes.observe_status(*status, now) {
+                    // Rates from the report as taken (a last will keeps the counters it had).
+                    if let Some(report) = self.nodes.report(&node) {
+                        self.history.observe(report, now);
+                    }
                     "taken"
                 } else {
                     "ignored"

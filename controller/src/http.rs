@@ -1,7 +1,8 @@
 //! `/healthz`, `/readyz`, `/metrics`, and in standalone mode the fleet API that `edgefleet get`
 //! reads: `/api/v1alpha1/{handlermodules,deviceclasses,edgenodes}[/<name>]`, objects in the same
 //! JSON form as the Kubernetes API (`apiVersion`, `kind`, `metadata`, `spec`, `status`), and
-//! `POST /api/v1alpha1/apply`, which `edgefleet apply` sends its YAML to (see [`apply_documents`]).
+//! `POST /api/v1alpha1/apply`, which `edgefleet apply` sends its YAML to (see [`apply_documents`]);
+//! in both modes the fleet page, `/fleet` and `/api/v1alpha1/fleet` (`page`), and `/` leads there.
 //!
 //! Ready means the loop goes round (a round in the last 10 s) and the cloud link has replayed what
 //! the broker holds; a follower replica is ready too (it stands by). The body of a 503 says why.
@@ -17,6 +18,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Redirect;
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
@@ -39,6 +41,8 @@ pub struct Endpoints {
     pub fleet: Option<(watch::Receiver<Objects>, Arc<LocalStore>)>,
     /// Standalone mode: the objects folder, which `POST /api/v1alpha1/apply` writes into.
     pub objects_dir: Option<PathBuf>,
+    /// The fleet page's view, as the loop last built it.
+    pub page: watch::Receiver<Arc<crate::page::FleetView>>,
 }
 
 /// Serves the endpoints on `listener` until the task is dropped.
@@ -50,6 +54,9 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/", get(|| async { Redirect::temporary("/fleet") }))
+        .route("/fleet", get(crate::page::page))
+        .route("/api/v1alpha1/fleet", get(crate::page::fleet))
         .route("/api/v1alpha1/apply", post(apply))
         .route("/api/v1alpha1/{kind}", get(list))
         .route("/api/v1alpha1/{kind}/{name}", get(one))

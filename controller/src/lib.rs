@@ -18,6 +18,7 @@
 //! | [`kube`] | cluster mode: watches and status by server-side apply |
 //! | [`sink`] | where status goes (API server or local store) |
 //! | [`http`] | health, metrics, the standalone fleet API |
+//! | [`page`], [`history`] | the fleet page (both modes) and its interaction and fault rates |
 //! | [`config`], [`run`], [`metrics`] | settings, wiring, Prometheus metrics |
 
 pub mod cloud;
@@ -26,6 +27,7 @@ pub mod control;
 pub mod crds;
 pub mod distribution;
 pub mod fleet;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod kube;
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod modules;
 pub mod objects;
 pub mod oci;
+pub mod page;
 pub mod resources;
 pub mod rollout;
 pub mod run;

@@ -101,7 +101,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         "cannot listen on",
         Path::new(&config.listen.to_string()),
     ))?;
-    tracing::info!(addr = %config.listen, "serving /healthz, /readyz, /metrics");
+    tracing::info!(addr = %config.listen, "serving /healthz, /readyz, /metrics and the fleet page at /fleet");
+    // One view for the page in either mode; each term of leadership's loop publishes into it.
+    let (page_tx, page) = watch::channel(Arc::default());
     let settings = |files_dir| Settings {
         key: key.clone(),
         blobs: blobs.clone(),
@@ -112,6 +114,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             ..WritePolicy::default()
         },
         vectors: vectors.clone(),
+        page: page_tx.clone(),
     };
     match &config.mode {
         Mode::Standalone { objects } => {
@@ -130,6 +133,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 leading,
                 fleet: Some((objects_rx.clone(), store.clone())),
                 objects_dir: Some(objects.clone()),
+                page: page.clone(),
             });
             tokio::spawn(http::serve(listener, endpoints));
             let (cloud, from_cloud) = Cloud::start(cloud);
@@ -160,6 +164,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 leading: leading.clone(),
                 fleet: None,
                 objects_dir: None,
+                page: page.clone(),
             });
             tokio::spawn(http::serve(listener, endpoints));
             let mut stop_outer = stop.clone();
@@ -193,6 +198,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                     let _ = lead_stop_tx.send(true);
                     let _ = tokio::time::timeout(Duration::from_secs(5), &mut round).await;
                     metrics.leader.set(0);
+                    // The page shows nothing of this term once it is over (a next term starts
+                    // from an empty view, not from this one's last).
+                    page_tx.send_replace(Arc::default());
                     tracing::info!(%identity, "no longer leading");
                     if *stop_outer.borrow() {
                         break;
