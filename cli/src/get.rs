@@ -92,7 +92,7 @@ pub fn run(args: GetArgs) -> Result<(), Error> {
 }
 
 /// A row's (header, cell) pairs after NAME; `true`: with the `-o wide` columns.
-type RowFn<K> = fn(&K, bool) -> Vec<(&'static str, String)>;
+pub type RowFn<K> = fn(&K, bool) -> Vec<(&'static str, String)>;
 
 async fn show<K: FleetKind>(target: &Target, args: &GetArgs, row: RowFn<K>) -> Result<(), Error> {
     let objects: Vec<K> = match &args.name {
@@ -124,30 +124,37 @@ async fn show<K: FleetKind>(target: &Target, args: &GetArgs, row: RowFn<K>) -> R
                 return Ok(());
             }
             let wide = args.output == GetFormat::Wide;
-            let age = target.is_cluster();
-            let rows: Vec<Vec<(&str, String)>> = objects
-                .iter()
-                .map(|o| {
-                    let mut cells = vec![("NAME", o.meta().name.clone().unwrap_or_default())];
-                    cells.extend(row(o, wide));
-                    if age {
-                        cells.push(("AGE", self::age(o.meta())));
-                    }
-                    cells
-                })
-                .collect();
-            let headers: Vec<&str> = rows[0].iter().map(|(h, _)| *h).collect();
             print!(
                 "{}",
-                table(
-                    &headers,
-                    rows.into_iter()
-                        .map(|r| r.into_iter().map(|(_, c)| c).collect())
-                )
+                objects_table(&objects, row, wide, target.is_cluster())
             );
         }
     }
     Ok(())
+}
+
+/// `objects` as `get` prints them: NAME, the row's columns, AGE when `age`.
+pub fn objects_table<K: FleetKind>(objects: &[K], row: RowFn<K>, wide: bool, age: bool) -> String {
+    let rows: Vec<Vec<(&str, String)>> = objects
+        .iter()
+        .map(|o| {
+            let mut cells = vec![("NAME", o.meta().name.clone().unwrap_or_default())];
+            cells.extend(row(o, wide));
+            if age {
+                cells.push(("AGE", self::age(o.meta())));
+            }
+            cells
+        })
+        .collect();
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    let headers: Vec<&str> = first.iter().map(|(h, _)| *h).collect();
+    table(
+        &headers,
+        rows.into_iter()
+            .map(|r| r.into_iter().map(|(_, c)| c).collect()),
+    )
 }
 
 /// The error for an object that is not there.
@@ -187,7 +194,7 @@ fn clean(mut object: Value) -> Value {
     object
 }
 
-fn node_row(node: &EdgeNode, wide: bool) -> Vec<(&'static str, String)> {
+pub fn node_row(node: &EdgeNode, wide: bool) -> Vec<(&'static str, String)> {
     let status = node.status.clone().unwrap_or_default();
     let mut state = or_none(status.state.clone());
     if node.spec.cordoned {
@@ -221,7 +228,7 @@ fn node_row(node: &EdgeNode, wide: bool) -> Vec<(&'static str, String)> {
     cells
 }
 
-fn class_row(class: &DeviceClass, wide: bool) -> Vec<(&'static str, String)> {
+pub fn class_row(class: &DeviceClass, wide: bool) -> Vec<(&'static str, String)> {
     let status = class.status.clone().unwrap_or_default();
     let seen = class.status.is_some();
     let count = |n: u32| if seen { n.to_string() } else { NONE.into() };

@@ -108,7 +108,7 @@ impl Target {
         }
     }
 
-    fn standalone(server: &str) -> Result<Target, Error> {
+    pub fn standalone(server: &str) -> Result<Target, Error> {
         let server = server.trim().trim_end_matches('/');
         let base = if server.contains("://") {
             server.to_owned()

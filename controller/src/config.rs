@@ -45,6 +45,14 @@ pub struct RunArgs {
     /// At most this many EdgeNode status writes per second (state changes go first).
     #[arg(long, env = "EDGEFLEET_STATUS_WRITES_PER_S")]
     pub status_writes_per_s: Option<u32>,
+    /// A node's steady changes (counters, rates) are written to its status at most this often, in
+    /// seconds (state changes are written at once). Default 30.
+    #[arg(
+        long,
+        env = "EDGEFLEET_STATUS_STEADY_INTERVAL_S",
+        value_name = "SECONDS"
+    )]
+    pub status_steady_interval_s: Option<u64>,
     /// Extra CA certificates (PEM) trusted for OCI registries.
     #[arg(long, env = "EDGEFLEET_REGISTRY_CA")]
     pub registry_ca: Option<PathBuf>,
@@ -82,6 +90,7 @@ struct FileConfig {
     signing_key: Option<PathBuf>,
     listen: Option<SocketAddr>,
     status_writes_per_s: Option<u32>,
+    status_steady_interval_s: Option<u64>,
     registry_ca: Option<PathBuf>,
     #[serde(default)]
     insecure_registries: Vec<String>,
@@ -139,6 +148,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The status write budget.
     pub status_writes_per_s: u32,
+    /// How often a node's steady changes are written, in seconds.
+    pub status_steady_interval_s: u64,
     /// Extra registry CA.
     pub registry_ca: Option<PathBuf>,
     /// Plain-HTTP registries.
@@ -303,6 +314,11 @@ impl Config {
                 .status_writes_per_s
                 .or(file.status_writes_per_s)
                 .unwrap_or(20)
+                .max(1),
+            status_steady_interval_s: args
+                .status_steady_interval_s
+                .or(file.status_steady_interval_s)
+                .unwrap_or(30)
                 .max(1),
             registry_ca: args.registry_ca.or(file.registry_ca),
             insecure_registries,

@@ -111,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         registry: Some(registry.clone()),
         write_policy: WritePolicy {
             writes_per_s: config.status_writes_per_s,
+            steady_interval_ms: config.status_steady_interval_s.saturating_mul(1000),
             ..WritePolicy::default()
         },
         vectors: vectors.clone(),

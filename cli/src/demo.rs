@@ -1,0 +1,793 @@
+//! `edgefleet demo`: the whole system on this machine, in one command.
+//!
+//! It makes a development PKI and a signing key, starts the shipped brokers (mosquitto with
+//! mutual TLS and the per-identity ACLs of `brokers/`: one cloud broker, one device broker per
+//! node), the controller in standalone mode on an objects folder, three real edge agents (each
+//! with its WasmEdge sandbox workers) and a thousand simulated devices of the four classes, each
+//! with its own certificate and a correctness oracle (`edgefleet-simulators`). Then it does what
+//! an operator does: the four classes run version 1.0.0 everywhere, and thermostat 1.1.0 is
+//! rolled out through a canary node and waves while the devices keep talking. A live table shows
+//! the fleet as `edgefleet get` does; the end shows the oracle's verdict and where to look next.
+//!
+//! Thermostat 1.1.0 is the same handler rebuilt (another binary, another digest: what a
+//! toolchain update or a rebuild produces), so the oracle's answers hold for both versions and
+//! any answer that changes during the rollout is a real fault.
+//!
+//! Everything it starts is a child of this process (brokers, controller, agents; the agents'
+//! workers die with their agent): Ctrl-C, an error or the end stops them all, politely first
+//! (SIGTERM), and removes the folder unless `--dir` or `--keep` says to keep it.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use edgefleet_controller::resources::{DeviceClass, EdgeNode};
+use edgefleet_device_modules::{Handler, handler_wasm};
+use edgefleet_pki::{BrokerKind, FleetPki, Validity};
+use edgefleet_protocol::id::{ClassId, NodeId};
+use edgefleet_protocol::signing::{SigningKey, TrustAnchor};
+use edgefleet_simulators::broker::{Broker, BrokerOptions, Shipped};
+use edgefleet_simulators::devices::{self, ClassPlan, Kind, Plan, Report, Simulation, Snapshot};
+use serde_json::json;
+
+use crate::Error;
+use crate::get::{class_row, node_row, objects_table};
+use crate::target::Target;
+
+/// The nodes of the demo fleet.
+const NODES: [&str; 3] = ["edge-1", "edge-2", "edge-3"];
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the PKI, objects, stores and logs (kept afterwards). Default: a new temporary
+    /// folder, removed at the end unless --keep.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the temporary folder (its logs/ and objects/) after the demo.
+    #[arg(long)]
+    keep: bool,
+    /// Simulated devices, spread over the three nodes (70 % thermostats, 10 % each of meters,
+    /// locks and air-quality sensors).
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Messages per second per device.
+    #[arg(long, default_value_t = 0.5)]
+    rate: f64,
+    /// Where the controller serves its API, metrics and the fleet page.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Seconds of traffic on version 1.0.0 before the rollout starts.
+    #[arg(long, default_value_t = 20)]
+    before_rollout_s: u64,
+    /// Seconds of traffic after the rollout completed.
+    #[arg(long, default_value_t = 10)]
+    after_rollout_s: u64,
+    /// After the verdict, keep the brokers, the controller and the agents running (the devices
+    /// stop) until Ctrl-C, to look at the fleet page and `edgefleet get`.
+    #[arg(long)]
+    stay: bool,
+}
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # The local fleet: 3 nodes, 1,000 devices, a rollout (about two minutes). From a checkout,
+  # scripts/demo.sh builds the binaries and runs this.
+  edgefleet demo
+  # Bigger, and keep the logs and objects to look at afterwards
+  edgefleet demo --devices 3000 --dir ./demo
+";
+
+pub fn run(args: DemoArgs) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Fleet(format!("cannot start the async runtime: {e}")))?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    runtime.block_on(async {
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            // Ctrl-C at a terminal, SIGTERM from a supervisor or `timeout`: the same clean stop.
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => signal.recv().await,
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let name = tokio::select! {
+                Ok(()) = tokio::signal::ctrl_c() => "Ctrl-C",
+                Some(()) = terminate => "SIGTERM",
+                else => return,
+            };
+            flag.store(true, Ordering::Relaxed);
+            eprintln!("\nstopping ({name}): the devices, the agents, the controller, the brokers");
+        });
+        let (folder, temporary) = match &args.dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("edgefleet-demo-")
+                    .tempdir()
+                    .map_err(|e| Error::Fleet(format!("cannot make a temporary folder: {e}")))?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+        let mut demo = Demo {
+            args: &args,
+            dir: folder,
+            interrupted,
+            children: Vec::new(),
+            brokers: Vec::new(),
+        };
+        let result = demo.run().await;
+        demo.stop_all();
+        match temporary {
+            Some(dir) if args.keep => {
+                println!("kept {}", dir.keep().display());
+            }
+            _ => {}
+        }
+        result
+    })
+}
+
+/// A process the demo started.
+struct Process {
+    name: String,
+    child: Child,
+}
+
+struct Demo<'a> {
+    args: &'a DemoArgs,
+    dir: PathBuf,
+    interrupted: Arc<AtomicBool>,
+    children: Vec<Process>,
+    brokers: Vec<Broker>,
+}
+
+/// The demo's classes: kind, class name, handler, config (to the DeviceClass and the oracle),
+/// share of the devices.
+fn classes() -> Vec<(Kind, &'static str, Handler, serde_json::Value, u32)> {
+    vec![
+        (
+            Kind::Thermostat,
+            "thermostat",
+            Handler::Thermostat,
+            json!({"setpoint_c": 21.0, "hysteresis_c": 0.5}),
+            70,
+        ),
+        (
+            Kind::Meter,
+            "meter",
+            Handler::Meter,
+            json!({"window": 60, "sigma": 3.0, "min_samples": 10, "summary_every": 30}),
+            10,
+        ),
+        (
+            Kind::Lock,
+            "door-lock",
+            Handler::Lock,
+            json!({"allow": ["card-0001", "card-0002", "card-0003"], "max_failed_attempts": 5, "lockout_ms": 20000}),
+            10,
+        ),
+        (
+            Kind::AirQuality,
+            "air-quality",
+            Handler::AirQuality,
+            json!({"window": 5, "co2_limit": 1000.0, "pm25_limit": 35.0}),
+            10,
+        ),
+    ]
+}
+
+/// The same module with a custom section naming its build: another binary, another digest,
+/// the same behaviour.
+fn rebuilt(wasm: &[u8], build: &str) -> Vec<u8> {
+    let name = b"edgefleet_build";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(build.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    // LEB128 of the payload length (under 128 bytes here).
+    out.push(payload.len() as u8);
+    out.extend(payload);
+    out
+}
+
+fn module_object(name: &str, module: &str, version: &str, file: &str) -> String {
+    format!(
+        "apiVersion: edgefleet.dev/v1alpha1\nkind: HandlerModule\nmetadata:\n  name: {name}\n\
+         spec:\n  module: {module}\n  version: {version}\n  file: {file}\n"
+    )
+}
+
+fn class_object(name: &str, module: &str, config: &serde_json::Value, rollout: bool) -> String {
+    let rollout = if rollout {
+        "  rollout:\n    canary: {nodes: 1}\n    waves: {base: 1, factor: 2}\n    \
+         gate: {minInteractions: 100, maxFaultRateIncrease: 0.01, bakeSeconds: 10}\n    \
+         progressDeadlineSeconds: 300\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: edgefleet.dev/v1alpha1\nkind: DeviceClass\nmetadata:\n  name: {name}\n\
+         spec:\n  module: {module}\n  config: {config}\n  nodeSelector:\n    matchLabels: {{fleet: demo}}\n{rollout}"
+    )
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Fleet(format!("{what}: {e}"))
+}
+
+/// A binary installed beside this one.
+fn sibling(name: &str) -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe().map_err(|e| fail("cannot find this program's path", e))?;
+    let path = exe.with_file_name(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(Error::Refused(format!(
+            "{} is missing: the demo runs the controller, the agent and its sandbox worker from \
+             beside {}; build them with `cargo build --release -p edgefleet-cli \
+             -p edgefleet-controller -p edge-agent -p edgefleet-sandbox-worker` (scripts/demo.sh \
+             does, then runs the demo)",
+            path.display(),
+            exe.display()
+        )))
+    }
+}
+
+/// How the agents start their WasmEdge workers: through the private sysroot's loader when
+/// scripts/setup.sh installed WasmEdge from Debian sid (as scripts/wasmedge-run does), else
+/// directly.
+fn sandbox_loader() -> String {
+    if let Ok(loader) = std::env::var("EDGEFLEET_SANDBOX_LOADER") {
+        return loader;
+    }
+    let prefix = std::env::var("EDGEFLEET_WASMEDGE_PREFIX")
+        .unwrap_or_else(|_| "/opt/edgefleet/wasmedge".into());
+    let lib = format!("{prefix}/sysroot/usr/lib/x86_64-linux-gnu");
+    if Path::new(&lib).join("ld-linux-x86-64.so.2").exists() {
+        format!("{lib}/ld-linux-x86-64.so.2 --library-path {lib}")
+    } else {
+        String::new()
+    }
+}
+
+fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), Error> {
+    std::fs::write(path, contents).map_err(|e| fail(&format!("cannot write {}", path.display()), e))
+}
+
+/// Writes an object file so that the controller never reads half of it.
+fn write_object(dir: &Path, file: &str, yaml: &str) -> Result<(), Error> {
+    let path = dir.join(file);
+    let tmp = dir.join(format!(".{file}.tmp"));
+    write(&tmp, yaml)?;
+    std::fs::rename(&tmp, &path).map_err(|e| fail(&format!("cannot write {}", path.display()), e))
+}
+
+fn step(n: usize, text: &str) {
+    println!("[{n}/7] {text}");
+}
+
+impl Demo<'_> {
+    fn interrupted(&self) -> Result<(), Error> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            Err(Error::Refused("stopped (Ctrl-C or SIGTERM)".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), Error> {
+        let controller_bin = sibling("edgefleet-controller")?;
+        let agent_bin = sibling("edge-agent")?;
+        sibling("edgefleet-sandbox-worker")?;
+        let d = self.dir.clone();
+        for sub in ["pki", "objects", "logs"] {
+            std::fs::create_dir_all(d.join(sub))
+                .map_err(|e| fail(&format!("cannot make {}", d.join(sub).display()), e))?;
+        }
+        println!(
+            "edgefleet demo: a local fleet in {} (Ctrl-C stops everything)",
+            d.display()
+        );
+
+        step(
+            1,
+            "PKI (fleet, node and device CAs) and the controller's signing key",
+        );
+        let pki = FleetPki::init(&d.join("pki"), Validity::ca())
+            .map(|(pki, _)| pki)
+            .or_else(|_| FleetPki::open(&d.join("pki")))
+            .map_err(|e| fail("cannot make the PKI", e))?;
+        let hosts = ["127.0.0.1", "localhost"];
+        let key = SigningKey::generate().map_err(|e| fail("cannot generate the signing key", e))?;
+        key.save(&d.join("signing-key.pem"))
+            .map_err(|e| fail("cannot save the signing key", e))?;
+        let mut trust = TrustAnchor::new();
+        trust.insert(key.verifying_key());
+        write(
+            &d.join("trust.pem"),
+            trust
+                .to_pem_bundle()
+                .map_err(|e| fail("cannot write the trust bundle", e))?,
+        )?;
+        let controller_cert = pki
+            .issue_controller(Validity::leaf(), true)
+            .map_err(|e| fail("cannot issue the controller's certificate", e))?;
+
+        step(2, "brokers: mosquitto with mutual TLS and the shipped ACLs");
+        let cloud_cert = pki
+            .issue_broker(&hosts, Some("cloud"), Validity::leaf(), true)
+            .map_err(|e| fail("cannot issue the cloud broker's certificate", e))?;
+        let cloud = Broker::with_options(BrokerOptions::shipped_with_files(
+            pki.broker_tls_files(&cloud_cert, BrokerKind::Cloud),
+            Shipped::Cloud,
+        ))
+        .map_err(|e| fail("cannot start the cloud broker (is mosquitto installed? scripts/setup.sh installs it)", e))?;
+        let cloud_port = cloud.port();
+        println!("      cloud broker     127.0.0.1:{cloud_port}");
+        self.brokers.push(cloud);
+        let mut device_ports = Vec::new();
+        for node in NODES {
+            let cert = pki
+                .issue_broker(
+                    &hosts,
+                    Some(&format!("{node}-devices")),
+                    Validity::leaf(),
+                    true,
+                )
+                .map_err(|e| fail("cannot issue a device broker's certificate", e))?;
+            let broker = Broker::with_options(BrokerOptions::shipped_with_files(
+                pki.broker_tls_files(&cert, BrokerKind::Device),
+                Shipped::Device {
+                    node: NodeId::new(node).expect("a valid node name"),
+                },
+            ))
+            .map_err(|e| fail("cannot start a device broker", e))?;
+            println!("      {node} devices  127.0.0.1:{}", broker.port());
+            device_ports.push(broker.port());
+            self.brokers.push(broker);
+        }
+
+        step(3, "the controller, standalone, on an objects folder");
+        let objects = d.join("objects");
+        let mut fleet = String::new();
+        for (_, class, handler, config, _) in classes() {
+            let file = format!("{}-1.0.0.wasm", handler.name());
+            let wasm =
+                handler_wasm(handler).map_err(|e| fail("cannot build the handler modules", e))?;
+            write(&objects.join(&file), wasm)?;
+            let module = format!("{}-1.0.0", handler.name());
+            fleet.push_str(&module_object(&module, handler.name(), "1.0.0", &file));
+            fleet.push_str("---\n");
+            // Version 1.0.0 everywhere at once; the staged rollout comes with 1.1.0 (a class's
+            // first version would otherwise wait at its canary for traffic the devices, started
+            // once every node runs every class, do not send yet).
+            fleet.push_str(&class_object(class, &module, &config, false));
+            fleet.push_str("---\n");
+        }
+        for node in NODES {
+            fleet.push_str(&format!(
+                "apiVersion: edgefleet.dev/v1alpha1\nkind: EdgeNode\nmetadata:\n  name: {node}\n  labels: {{fleet: demo}}\n---\n"
+            ));
+        }
+        write_object(&objects, "fleet.yaml", &fleet)?;
+        let controller_files = pki.client_tls_files(&controller_cert);
+        let log = |name: &str| -> Result<Stdio, Error> {
+            let path = d.join("logs").join(format!("{name}.log"));
+            std::fs::File::create(&path)
+                .map(Stdio::from)
+                .map_err(|e| fail(&format!("cannot write {}", path.display()), e))
+        };
+        let listen = self.args.listen;
+        if std::net::TcpListener::bind(listen).is_err() {
+            return Err(Error::Refused(format!(
+                "{listen} is taken: choose another address for the controller with --listen"
+            )));
+        }
+        let mut controller = Command::new(&controller_bin);
+        controller
+            .arg("run")
+            .arg("--objects")
+            .arg(&objects)
+            .arg("--data-dir")
+            .arg(d.join("controller-data"))
+            .args(["--cloud-broker", &format!("mqtts://127.0.0.1:{cloud_port}")])
+            .arg("--tls-ca")
+            .arg(&controller_files.ca_file)
+            .arg("--tls-cert")
+            .arg(&controller_files.cert_file)
+            .arg("--tls-key")
+            .arg(&controller_files.key_file)
+            .arg("--signing-key")
+            .arg(d.join("signing-key.pem"))
+            .args(["--listen", &listen.to_string()])
+            // Rates in the live table a few seconds old, not thirty (the local store is cheap).
+            .args(["--status-steady-interval-s", "2"])
+            .env("RUST_LOG", "info")
+            .stdout(log("controller")?)
+            .stderr(log("controller.err")?);
+        self.spawn("controller", &mut controller)?;
+        let base = format!("http://{listen}");
+        let target = Target::standalone(&base)?;
+        self.until(
+            "the controller is ready",
+            Duration::from_secs(30),
+            || async {
+                reqwest::get(format!("{base}/readyz"))
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            },
+        )
+        .await?;
+        println!("      {base}  (API, /metrics, the fleet page at {base}/fleet)");
+
+        step(
+            4,
+            "three edge agents, each with its device broker and sandbox workers",
+        );
+        for (node, port) in NODES.iter().zip(&device_ports) {
+            let cert = pki
+                .issue_node(
+                    &NodeId::new(*node).expect("a valid node name"),
+                    Validity::leaf(),
+                    true,
+                )
+                .map_err(|e| fail("cannot issue a node certificate", e))?;
+            let files = pki.client_tls_files(&cert);
+            let mut agent = Command::new(&agent_bin);
+            agent
+                .args(["--node-name", node])
+                .arg("--data-dir")
+                .arg(d.join(format!("{node}-data")))
+                .args(["--device-broker", &format!("mqtts://127.0.0.1:{port}")])
+                .args([
+                    "--uplink-broker",
+                    &format!("mqtts://127.0.0.1:{cloud_port}"),
+                ])
+                .arg("--tls-ca")
+                .arg(&files.ca_file)
+                .arg("--tls-cert")
+                .arg(&files.cert_file)
+                .arg("--tls-key")
+                .arg(&files.key_file)
+                .arg("--trust-anchor")
+                .arg(d.join("trust.pem"))
+                .args(["--listen", "127.0.0.1:0"])
+                .args(["--status-interval-s", "2"])
+                .env("EDGEFLEET_SANDBOX_LOADER", sandbox_loader())
+                .env("RUST_LOG", "info")
+                .stdout(log(node)?)
+                .stderr(log(&format!("{node}.err"))?);
+            self.spawn(node, &mut agent)?;
+        }
+
+        step(
+            5,
+            "version 1.0.0 of thermostat, meter, door-lock and air-quality on every node",
+        );
+        let all_classes = classes().len();
+        self.until(
+            "every node runs the four classes",
+            Duration::from_secs(180),
+            || async {
+                target.list::<EdgeNode>().await.is_ok_and(|nodes| {
+                    nodes.len() == NODES.len()
+                        && nodes.iter().all(|n| {
+                            n.status.as_ref().is_some_and(|s| {
+                                s.state.as_deref() == Some("Online")
+                                    && s.classes.len() == all_classes
+                                    && s.classes.iter().all(|c| c.active.is_some())
+                            })
+                        })
+                })
+            },
+        )
+        .await?;
+        print!("{}", self.fleet_table(&target).await);
+
+        step(
+            6,
+            &format!(
+                "{} simulated devices, {} messages/s each",
+                self.args.devices, self.args.rate
+            ),
+        );
+        let plan = Plan {
+            classes: classes()
+                .into_iter()
+                .map(|(kind, class, _, config, weight)| ClassPlan {
+                    kind,
+                    class: ClassId::new(class).expect("a valid class name"),
+                    config,
+                    weight,
+                })
+                .collect(),
+            devices: self.args.devices,
+            prefix: "demo".into(),
+            rate_per_s: self.args.rate,
+            ..Plan::default()
+        };
+        let brokers = device_ports
+            .iter()
+            .map(|p| ("127.0.0.1".to_string(), *p))
+            .collect();
+        let connect = devices::connect_with_pki(Arc::new(pki), brokers).map_err(Error::Refused)?;
+        let simulation =
+            Simulation::start(plan, connect).map_err(|e| fail("cannot start the devices", e))?;
+        let outcome = self.watch(&target, simulation).await;
+        let (report, rollout) = outcome?;
+        println!();
+        print!("{}", report.table());
+        print!("{}", self.fleet_table(&target).await);
+        println!("\nwhere to look next:");
+        let running = if self.args.stay {
+            ""
+        } else {
+            "  (with --stay)"
+        };
+        println!("  the fleet page:   {base}/fleet{running}");
+        println!(
+            "  the same tables:  edgefleet get nodes --server {base}; edgefleet get classes --server {base}{running}"
+        );
+        println!(
+            "  the rollout:      edgefleet rollout status thermostat --server {base}{running}"
+        );
+        let kept = if self.args.dir.is_some() || self.args.keep {
+            ""
+        } else {
+            "  (removed at the end; --keep or --dir keeps it)"
+        };
+        println!("  logs and objects: {}{kept}", d.display());
+        println!("  docs:             docs/architecture.md, docs/rollouts.md");
+        match (rollout.as_deref(), report.clean()) {
+            (Some("Completed"), true) => {
+                println!(
+                    "\nverdict: thermostat 1.1.0 rolled out to every node, and every device got every answer right, once, in order."
+                );
+                if self.args.stay {
+                    println!(
+                        "\nthe fleet keeps running (the devices have stopped); Ctrl-C stops it"
+                    );
+                    while self.interrupted().is_ok() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                Ok(())
+            }
+            (phase, clean) => Err(Error::Refused(format!(
+                "the demo did not end well: rollout {}, oracle {}",
+                phase.unwrap_or("not seen"),
+                if clean {
+                    "clean"
+                } else {
+                    "found wrong, lost or duplicated answers (above)"
+                }
+            ))),
+        }
+    }
+
+    /// Live view until the rollout is over, then the final report and the rollout's phase.
+    async fn watch(
+        &mut self,
+        target: &Target,
+        simulation: Simulation,
+    ) -> Result<(Report, Option<String>), Error> {
+        let started = Instant::now();
+        let mut rollout_started: Option<Instant> = None;
+        let mut completed: Option<Instant> = None;
+        let mut phase: Option<String> = None;
+        let mut previous: Option<Snapshot> = None;
+        let tty = std::io::stdout().is_terminal();
+        // Lines of the live view on screen, redrawn in place at a terminal (what is above stays).
+        let mut drawn = 0usize;
+        let mut ticks = tokio::time::interval(Duration::from_secs(2));
+        let result = loop {
+            ticks.tick().await;
+            if let Err(e) = self.interrupted() {
+                break Err(e);
+            }
+            let snapshot = simulation.snapshot();
+            if rollout_started.is_none()
+                && started.elapsed() >= Duration::from_secs(self.args.before_rollout_s)
+            {
+                if tty && drawn > 0 {
+                    // The live view goes below the new step.
+                    print!("\x1b[{drawn}F\x1b[J");
+                }
+                step(
+                    7,
+                    "thermostat 1.1.0: a canary node, then waves of 1 and 2 nodes, each gated on \
+                     100 interactions without more faults and a 10 s bake",
+                );
+                drawn = 0;
+                if let Err(e) = self.start_rollout() {
+                    break Err(e);
+                }
+                rollout_started = Some(Instant::now());
+            }
+            if rollout_started.is_some() {
+                phase = target
+                    .get::<DeviceClass>("thermostat")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.status?.rollout)
+                    // `thermostat 1.1.0`; the rollout of 1.0.0 before it is over.
+                    .filter(|r| r.target_version.split_whitespace().last() == Some("1.1.0"))
+                    .map(|r| r.phase);
+                let over = matches!(
+                    phase.as_deref(),
+                    Some("Completed" | "Failed" | "RolledBack")
+                );
+                if over && completed.is_none() {
+                    completed = Some(Instant::now());
+                }
+            }
+            let headline = match (rollout_started, &phase) {
+                (None, _) => format!(
+                    "traffic on 1.0.0; thermostat 1.1.0 rolls out in {} s",
+                    self.args
+                        .before_rollout_s
+                        .saturating_sub(started.elapsed().as_secs())
+                ),
+                (Some(_), Some(phase)) => format!("rollout of thermostat 1.1.0: {phase}"),
+                (Some(_), None) => "rollout of thermostat 1.1.0: starting".into(),
+            };
+            let view = format!(
+                "{headline}\n{}devices: {}\n",
+                self.fleet_table(target).await,
+                snapshot.progress_line(previous.as_ref()).trim_start()
+            );
+            if tty && drawn > 0 {
+                // Up to the view's first line, and clear from there down.
+                print!("\x1b[{drawn}F\x1b[J");
+            }
+            print!("{view}");
+            drawn = view.lines().count();
+            let _ = std::io::stdout().flush();
+            previous = Some(snapshot);
+            if let Some(at) = completed
+                && at.elapsed() >= Duration::from_secs(self.args.after_rollout_s)
+            {
+                break Ok(());
+            }
+            if rollout_started.is_some_and(|at| at.elapsed() > Duration::from_secs(360)) {
+                break Err(Error::Refused(format!(
+                    "the rollout did not finish within 6 minutes (phase {}); the controller's log is in {}",
+                    phase.as_deref().unwrap_or("unknown"),
+                    self.dir.join("logs/controller.err.log").display()
+                )));
+            }
+        };
+        println!("stopping the devices; waiting for the answers still due");
+        let report = simulation.stop().await;
+        result.map(|()| (report, phase))
+    }
+
+    /// Thermostat 1.1.0: the module object and the class pointing at it.
+    fn start_rollout(&self) -> Result<(), Error> {
+        let objects = self.dir.join("objects");
+        let wasm = handler_wasm(Handler::Thermostat)
+            .map_err(|e| fail("cannot build the thermostat", e))?;
+        write(
+            &objects.join("thermostat-1.1.0.wasm"),
+            rebuilt(&wasm, "1.1.0"),
+        )?;
+        write_object(
+            &objects,
+            "thermostat-1.1.0.yaml",
+            &module_object(
+                "thermostat-1.1.0",
+                "thermostat",
+                "1.1.0",
+                "thermostat-1.1.0.wasm",
+            ),
+        )?;
+        let mut fleet = std::fs::read_to_string(objects.join("fleet.yaml"))
+            .map_err(|e| fail("cannot read the objects", e))?;
+        let config = &classes()[0].3;
+        let before = class_object("thermostat", "thermostat-1.0.0", config, false);
+        if !fleet.contains(&before) {
+            return Err(Error::Refused(format!(
+                "{} was changed during the demo; cannot roll out",
+                objects.join("fleet.yaml").display()
+            )));
+        }
+        fleet = fleet.replace(
+            &before,
+            &class_object("thermostat", "thermostat-1.1.0", config, true),
+        );
+        write_object(&objects, "fleet.yaml", &fleet)
+    }
+
+    async fn fleet_table(&self, target: &Target) -> String {
+        let nodes = target.list::<EdgeNode>().await.unwrap_or_default();
+        let classes = target.list::<DeviceClass>().await.unwrap_or_default();
+        format!(
+            "\n{}\n{}\n",
+            objects_table(&nodes, node_row, false, false),
+            objects_table(&classes, class_row, false, false)
+        )
+    }
+
+    fn spawn(&mut self, name: &str, command: &mut Command) -> Result<(), Error> {
+        let child = command
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| fail(&format!("cannot start the {name}"), e))?;
+        self.children.push(Process {
+            name: name.to_string(),
+            child,
+        });
+        Ok(())
+    }
+
+    /// Waits for `ready`, checking that no child died and that Ctrl-C was not pressed.
+    async fn until<F, Fut>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut ready: F,
+    ) -> Result<(), Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.interrupted()?;
+            if ready().await {
+                return Ok(());
+            }
+            for process in &mut self.children {
+                if let Ok(Some(status)) = process.child.try_wait() {
+                    return Err(Error::Fleet(format!(
+                        "the {} exited ({status}) while waiting until {what}; its log is in {}",
+                        process.name,
+                        self.dir.join("logs").display()
+                    )));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Fleet(format!(
+                    "waited {} s, but not yet: {what}; the logs are in {}",
+                    limit.as_secs(),
+                    self.dir.join("logs").display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// SIGTERM to every child (agents first, the controller, then the brokers), then SIGKILL to
+    /// those still running after 10 s.
+    fn stop_all(&mut self) {
+        for process in self.children.iter().rev() {
+            // Our own child, not reaped yet, so the pid is still its.
+            if let Some(pid) = rustix::process::Pid::from_raw(process.child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for process in &mut self.children {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = process.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
+        self.children.clear();
+        self.brokers.clear();
+    }
+}

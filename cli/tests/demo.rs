@@ -1,0 +1,202 @@
+//! `edgefleet demo`, the README's main command, as a newcomer runs it (smaller and shorter): it
+//! must show the fleet, roll thermostat 1.1.0 out, end with a clean oracle and exit 0 having
+//! stopped everything it started; and SIGTERM in the middle must stop everything too.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(400);
+
+/// The demo's sibling binaries must be built (`cargo test --workspace` builds them all).
+fn check_siblings() {
+    let dir = Path::new(env!("CARGO_BIN_EXE_edgefleet"))
+        .parent()
+        .expect("target/<profile>");
+    for name in [
+        "edgefleet-controller",
+        "edge-agent",
+        "edgefleet-sandbox-worker",
+    ] {
+        assert!(
+            dir.join(name).exists(),
+            "{name} is not built: run `cargo build -p edgefleet-controller -p edge-agent \
+             -p edgefleet-sandbox-worker` (or the whole `cargo test --workspace`)"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A small demo in `dir`; its stdout lines come through the receiver.
+fn start(dir: &Path) -> (Child, mpsc::Receiver<String>) {
+    check_siblings();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgefleet"))
+        .args(["demo", "--devices", "60", "--rate", "2"])
+        .args(["--before-rollout-s", "4", "--after-rollout-s", "2"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("edgefleet runs");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Every line until the demo closes its output, or panics after `LIMIT`.
+fn lines_until_end(rx: &mpsc::Receiver<String>, until: impl Fn(&str) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + LIMIT;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let stop = until(&line);
+                lines.push(line);
+                if stop {
+                    return lines;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!(
+                    "the demo did not finish in {LIMIT:?}:\n{}",
+                    lines.join("\n")
+                )
+            }
+        }
+    }
+}
+
+fn wait(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the demo did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stderr(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut text);
+    }
+    text
+}
+
+/// Processes whose command line names `dir` (brokers' configs, the controller, the agents and
+/// their workers all do).
+fn processes_in(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let path: PathBuf = entry.path().join("cmdline");
+        if let Ok(bytes) = std::fs::read(&path) {
+            let cmdline = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            if cmdline.contains(&needle) && !cmdline.contains("edgefleet demo") {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+/// The broker addresses the demo printed (`cloud broker 127.0.0.1:PORT`, `edge-1 devices …`)
+/// that still accept connections.
+fn brokers_listening(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.contains("broker") || l.contains("devices  127."))
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|addr| addr.starts_with("127.0.0.1:"))
+        .filter(|addr| std::net::TcpStream::connect(addr).is_ok())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_demo_rolls_out_thermostat_1_1_with_a_clean_oracle_and_stops_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, rx) = start(dir.path());
+    let lines = lines_until_end(&rx, |_| false);
+    let status = wait(&mut child);
+    let out = lines.join("\n");
+    let err = stderr(&mut child);
+    assert!(status.success(), "exit {status}:\n{out}\n{err}");
+    for expected in [
+        "[7/7]",
+        "rollout of thermostat 1.1.0: Progressing",
+        "oracle: clean",
+        "verdict: thermostat 1.1.0 rolled out to every node",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+    }
+    // The final fleet table: three nodes online on 1.1.0, the class's rollout complete.
+    let nodes: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("edge-") && l.contains("thermostat=1.1.0"))
+        .collect();
+    assert!(
+        nodes.len() >= 3 && nodes.iter().rev().take(3).all(|l| l.contains("Online")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("thermostat ") && l.contains("Completed")),
+        "{out}"
+    );
+    let left = processes_in(dir.path());
+    assert!(left.is_empty(), "still running after the demo: {left:#?}");
+    assert!(lines.iter().any(|l| l.contains("cloud broker")), "{out}");
+    let listening = brokers_listening(&lines);
+    assert!(listening.is_empty(), "brokers still up: {listening:?}");
+}
+
+#[test]
+fn sigterm_in_the_middle_stops_everything_the_demo_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, rx) = start(dir.path());
+    let lines = lines_until_end(&rx, |l| l.starts_with("[6/7]"));
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("[6/7]")),
+        "the devices never started:\n{}\n{}",
+        lines.join("\n"),
+        stderr(&mut child)
+    );
+    assert!(
+        !processes_in(dir.path()).is_empty(),
+        "the fleet runs while the devices talk"
+    );
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal");
+    let status = wait(&mut child);
+    let err = stderr(&mut child);
+    assert!(!status.success(), "an interrupted demo is not a success");
+    assert!(err.contains("stopping (SIGTERM)"), "{err}");
+    let left = processes_in(dir.path());
+    assert!(left.is_empty(), "still running after SIGTERM: {left:#?}");
+    let listening = brokers_listening(&lines);
+    assert!(listening.is_empty(), "brokers still up: {listening:?}");
+}
