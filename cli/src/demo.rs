@@ -13,9 +13,17 @@
 //! toolchain update or a rebuild produces), so the oracle's answers hold for both versions and
 //! any answer that changes during the rollout is a real fault.
 //!
+//! With `--kube` the controller runs in cluster mode instead, against the test control plane of
+//! `edgefleet-testenv` (a real kube-apiserver and etcd, RBAC on) with its own ServiceAccount's
+//! rights (`k3s/rbac`), and the modules are pushed to a real OCI registry as `edgefleet module
+//! push` pushes them; the objects are applied to the API server, the EdgeNodes are the
+//! controller's, and the end shows the real `kubectl get` tables. Only where the objects go, how a
+//! module is named (a file or a digest) and the [`Target`] the tables are read from differ.
+//!
 //! Everything it starts is a child of this process (brokers, controller, agents; the agents'
-//! workers die with their agent): Ctrl-C, an error or the end stops them all, politely first
-//! (SIGTERM), and removes the folder unless `--dir` or `--keep` says to keep it.
+//! workers die with their agent; with `--kube` the control plane and registry too): Ctrl-C, an
+//! error or the end stops them all, politely first (SIGTERM), and removes the folder unless
+//! `--dir` or `--keep` says to keep it.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -33,14 +41,26 @@ use edgefleet_protocol::id::{ClassId, NodeId};
 use edgefleet_protocol::signing::{SigningKey, TrustAnchor};
 use edgefleet_simulators::broker::{Broker, BrokerOptions, Shipped};
 use edgefleet_simulators::devices::{self, ClassPlan, Kind, Plan, Report, Simulation, Snapshot};
+use edgefleet_testenv::registry::Registry;
+use edgefleet_testenv::{Binaries, ControlPlane, run_kubectl};
 use serde_json::json;
 
 use crate::Error;
 use crate::get::{class_row, node_row, objects_table};
+use crate::module::{Push, RegistryFlags, push_module};
+use crate::output::to_yaml;
 use crate::target::Target;
 
 /// The nodes of the demo fleet.
 const NODES: [&str; 3] = ["edge-1", "edge-2", "edge-3"];
+
+/// `--kube`: the controller's namespace and ServiceAccount, as in `k3s/rbac/controller.yaml`.
+const NAMESPACE: &str = "edgefleet";
+const SERVICE_ACCOUNT: &str = "edgefleet-controller";
+const CONTROLLER_RBAC: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../k3s/rbac/controller.yaml"
+));
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -71,6 +91,11 @@ pub struct DemoArgs {
     /// stop) until Ctrl-C, to look at the fleet page and `edgefleet get`.
     #[arg(long)]
     stay: bool,
+    /// Run the controller in cluster mode against the test Kubernetes control plane (a real
+    /// kube-apiserver and etcd with RBAC, built by scripts/setup.sh) and a real OCI registry,
+    /// instead of standalone on a folder; the end shows the real `kubectl get` output.
+    #[arg(long)]
+    kube: bool,
 }
 
 pub const EXAMPLES: &str = "\
@@ -80,6 +105,8 @@ Examples:
   edgefleet demo
   # Bigger, and keep the logs and objects to look at afterwards
   edgefleet demo --devices 3000 --dir ./demo
+  # The same against a real kube-apiserver (scripts/setup.sh builds it); --stay keeps it up for kubectl
+  edgefleet demo --kube --stay
 ";
 
 pub fn run(args: DemoArgs) -> Result<(), Error> {
@@ -90,6 +117,7 @@ pub fn run(args: DemoArgs) -> Result<(), Error> {
     let interrupted = Arc::new(AtomicBool::new(false));
     runtime.block_on(async {
         let flag = interrupted.clone();
+        let kube = args.kube;
         tokio::spawn(async move {
             // Ctrl-C at a terminal, SIGTERM from a supervisor or `timeout`: the same clean stop.
             let terminate = async {
@@ -104,7 +132,10 @@ pub fn run(args: DemoArgs) -> Result<(), Error> {
                 else => return,
             };
             flag.store(true, Ordering::Relaxed);
-            eprintln!("\nstopping ({name}): the devices, the agents, the controller, the brokers");
+            eprintln!(
+                "\nstopping ({name}): the devices, the agents, the controller, the brokers{}",
+                if kube { ", the control plane" } else { "" }
+            );
         });
         let (folder, temporary) = match &args.dir {
             Some(dir) => (dir.clone(), None),
@@ -122,6 +153,7 @@ pub fn run(args: DemoArgs) -> Result<(), Error> {
             interrupted,
             children: Vec::new(),
             brokers: Vec::new(),
+            cluster: None,
         };
         let result = demo.run().await;
         demo.stop_all();
@@ -147,6 +179,80 @@ struct Demo<'a> {
     interrupted: Arc<AtomicBool>,
     children: Vec<Process>,
     brokers: Vec<Broker>,
+    /// `--kube`: the control plane and the registry, stopped after the children.
+    cluster: Option<Cluster>,
+}
+
+/// `--kube`: what the controller runs against.
+struct Cluster {
+    plane: ControlPlane,
+    registry: Registry,
+    /// The registry's CA, for the controller and the pushes.
+    registry_ca: PathBuf,
+    /// The controller's ServiceAccount identity (the RBAC of `k3s/rbac`, nothing more).
+    controller_kubeconfig: PathBuf,
+    /// The control plane's kubectl, for the operator.
+    kubectl: PathBuf,
+}
+
+impl Cluster {
+    /// The control plane with the CRDs, the controller's namespace and RBAC, and a registry
+    /// (blocking: tens of seconds at most).
+    fn start(binaries: Binaries, dir: &Path) -> Result<Cluster, Error> {
+        let plane = ControlPlane::start().map_err(|e| {
+            fail(
+                "cannot start the test control plane (kube-apiserver, etcd)",
+                e,
+            )
+        })?;
+        let crds = edgefleet_controller::crds::all();
+        let manifests: String = crds
+            .iter()
+            .map(|(_, crd)| format!("{}\n---\n", edgefleet_controller::crds::to_yaml(crd)))
+            .collect();
+        plane
+            .apply_yaml(&manifests)
+            .map_err(|e| fail("cannot install the CRDs", e))?;
+        let mut established = plane.kubectl();
+        established.args(["wait", "--for=condition=Established", "--timeout=60s"]);
+        for (_, crd) in &crds {
+            established.arg(format!(
+                "crd/{}",
+                crd.metadata.name.as_deref().unwrap_or_default()
+            ));
+        }
+        run_kubectl(established).map_err(|e| fail("the CRDs were not established", e))?;
+        plane
+            .apply_yaml(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
+            ))
+            .and_then(|_| plane.apply_yaml(CONTROLLER_RBAC))
+            .map_err(|e| fail("cannot install the controller's RBAC", e))?;
+        let controller_kubeconfig = plane
+            .service_account_kubeconfig(NAMESPACE, SERVICE_ACCOUNT)
+            .map_err(|e| fail("cannot make the controller's kubeconfig", e))?;
+        let registry = Registry::start().map_err(|e| fail("cannot start the OCI registry", e))?;
+        let registry_ca = dir.join("registry-ca.crt");
+        write(&registry_ca, registry.ca_pem())?;
+        Ok(Cluster {
+            plane,
+            registry,
+            registry_ca,
+            controller_kubeconfig,
+            kubectl: binaries.kubectl,
+        })
+    }
+
+    /// `kubectl get <kind>` as the admin: the real table, or why not.
+    async fn get(&self, kind: &str) -> String {
+        let mut get = self.plane.kubectl();
+        get.args(["get", kind]);
+        match tokio::task::spawn_blocking(move || run_kubectl(get)).await {
+            Ok(Ok(table)) => table,
+            Ok(Err(e)) => format!("(kubectl failed: {e})\n"),
+            Err(e) => format!("(kubectl did not run: {e})\n"),
+        }
+    }
 }
 
 /// The demo's classes: kind, class name, handler, config (to the DeviceClass and the oracle),
@@ -206,7 +312,13 @@ fn module_object(name: &str, module: &str, version: &str, file: &str) -> String 
     )
 }
 
-fn class_object(name: &str, module: &str, config: &serde_json::Value, rollout: bool) -> String {
+fn class_object(
+    name: &str,
+    module: &str,
+    config: &serde_json::Value,
+    rollout: bool,
+    selector: &str,
+) -> String {
     let rollout = if rollout {
         "  rollout:\n    canary: {nodes: 1}\n    waves: {base: 1, factor: 2}\n    \
          gate: {minInteractions: 100, maxFaultRateIncrease: 0.01, bakeSeconds: 10}\n    \
@@ -216,7 +328,7 @@ fn class_object(name: &str, module: &str, config: &serde_json::Value, rollout: b
     };
     format!(
         "apiVersion: edgefleet.dev/v1alpha1\nkind: DeviceClass\nmetadata:\n  name: {name}\n\
-         spec:\n  module: {module}\n  config: {config}\n  nodeSelector:\n    matchLabels: {{fleet: demo}}\n{rollout}"
+         spec:\n  module: {module}\n  config: {config}\n  nodeSelector: {selector}\n{rollout}"
     )
 }
 
@@ -288,6 +400,12 @@ impl Demo<'_> {
         let controller_bin = sibling("edgefleet-controller")?;
         let agent_bin = sibling("edge-agent")?;
         sibling("edgefleet-sandbox-worker")?;
+        // --kube: the control plane's binaries, before anything starts.
+        let binaries = if self.args.kube {
+            Some(Binaries::locate().map_err(|e| Error::Refused(e.to_string()))?)
+        } else {
+            None
+        };
         let d = self.dir.clone();
         for sub in ["pki", "objects", "logs"] {
             std::fs::create_dir_all(d.join(sub))
@@ -356,29 +474,65 @@ impl Demo<'_> {
             self.brokers.push(broker);
         }
 
-        step(3, "the controller, standalone, on an objects folder");
+        let listen = self.args.listen;
+        if std::net::TcpListener::bind(listen).is_err() {
+            return Err(Error::Refused(format!(
+                "{listen} is taken: choose another address for the controller with --listen"
+            )));
+        }
+        let base = format!("http://{listen}");
+        let target = match binaries {
+            None => {
+                step(3, "the controller, standalone, on an objects folder");
+                Target::standalone(&base)?
+            }
+            Some(binaries) => {
+                step(
+                    3,
+                    "the controller in cluster mode: a real kube-apiserver and etcd (RBAC on), \
+                     modules in an OCI registry",
+                );
+                let dir = d.clone();
+                let cluster = tokio::task::spawn_blocking(move || Cluster::start(binaries, &dir))
+                    .await
+                    .map_err(|e| fail("the control plane's start failed", e))??;
+                println!("      kube-apiserver   {}", cluster.plane.server_url());
+                println!("      control plane    {}", cluster.plane.dir().display());
+                println!("      OCI registry     {}", cluster.registry.host_port());
+                let target = Target::cluster_of(cluster.plane.admin_kubeconfig()).await?;
+                self.cluster = Some(cluster);
+                target
+            }
+        };
         let objects = d.join("objects");
         let mut fleet = String::new();
         for (_, class, handler, config, _) in classes() {
-            let file = format!("{}-1.0.0.wasm", handler.name());
             let wasm =
                 handler_wasm(handler).map_err(|e| fail("cannot build the handler modules", e))?;
-            write(&objects.join(&file), wasm)?;
-            let module = format!("{}-1.0.0", handler.name());
-            fleet.push_str(&module_object(&module, handler.name(), "1.0.0", &file));
+            fleet.push_str(&self.module(handler, "1.0.0", &wasm).await?);
             fleet.push_str("---\n");
             // Version 1.0.0 everywhere at once; the staged rollout comes with 1.1.0 (a class's
             // first version would otherwise wait at its canary for traffic the devices, started
             // once every node runs every class, do not send yet).
-            fleet.push_str(&class_object(class, &module, &config, false));
+            let module = format!("{}-1.0.0", handler.name());
+            fleet.push_str(&class_object(
+                class,
+                &module,
+                &config,
+                false,
+                self.selector(),
+            ));
             fleet.push_str("---\n");
         }
-        for node in NODES {
-            fleet.push_str(&format!(
-                "apiVersion: edgefleet.dev/v1alpha1\nkind: EdgeNode\nmetadata:\n  name: {node}\n  labels: {{fleet: demo}}\n---\n"
-            ));
+        if self.cluster.is_none() {
+            // In a cluster the controller creates them on each node's first status.
+            for node in NODES {
+                fleet.push_str(&format!(
+                    "apiVersion: edgefleet.dev/v1alpha1\nkind: EdgeNode\nmetadata:\n  name: {node}\n  labels: {{fleet: demo}}\n---\n"
+                ));
+            }
         }
-        write_object(&objects, "fleet.yaml", &fleet)?;
+        self.apply(&target, "fleet.yaml", &fleet).await?;
         let controller_files = pki.client_tls_files(&controller_cert);
         let log = |name: &str| -> Result<Stdio, Error> {
             let path = d.join("logs").join(format!("{name}.log"));
@@ -386,17 +540,25 @@ impl Demo<'_> {
                 .map(Stdio::from)
                 .map_err(|e| fail(&format!("cannot write {}", path.display()), e))
         };
-        let listen = self.args.listen;
-        if std::net::TcpListener::bind(listen).is_err() {
-            return Err(Error::Refused(format!(
-                "{listen} is taken: choose another address for the controller with --listen"
-            )));
-        }
         let mut controller = Command::new(&controller_bin);
+        controller.arg("run");
+        match &self.cluster {
+            None => {
+                controller
+                    .arg("--objects")
+                    .arg(&objects)
+                    .env("RUST_LOG", "info");
+            }
+            Some(cluster) => {
+                controller
+                    .arg("--registry-ca")
+                    .arg(&cluster.registry_ca)
+                    .args(["--namespace", NAMESPACE, "--identity", "demo-controller"])
+                    .env("KUBECONFIG", &cluster.controller_kubeconfig)
+                    .env("RUST_LOG", "info,kube_lease_manager=warn");
+            }
+        }
         controller
-            .arg("run")
-            .arg("--objects")
-            .arg(&objects)
             .arg("--data-dir")
             .arg(d.join("controller-data"))
             .args(["--cloud-broker", &format!("mqtts://127.0.0.1:{cloud_port}")])
@@ -411,12 +573,9 @@ impl Demo<'_> {
             .args(["--listen", &listen.to_string()])
             // Rates in the live table a few seconds old, not thirty (the local store is cheap).
             .args(["--status-steady-interval-s", "2"])
-            .env("RUST_LOG", "info")
             .stdout(log("controller")?)
             .stderr(log("controller.err")?);
         self.spawn("controller", &mut controller)?;
-        let base = format!("http://{listen}");
-        let target = Target::standalone(&base)?;
         self.until(
             "the controller is ready",
             Duration::from_secs(30),
@@ -427,7 +586,8 @@ impl Demo<'_> {
             },
         )
         .await?;
-        println!("      {base}  (API, /metrics, the fleet page at {base}/fleet)");
+        let api = if self.cluster.is_some() { "" } else { "API, " };
+        println!("      {base}  ({api}/metrics, the fleet page at {base}/fleet)");
 
         step(
             4,
@@ -527,25 +687,56 @@ impl Demo<'_> {
         println!();
         print!("{}", report.table());
         print!("{}", self.fleet_table(&target).await);
+        if let Some(cluster) = &self.cluster {
+            // What the real kubectl shows (the CRDs' printer columns), as the admin. Since
+            // Kubernetes 1.34 a bare `deviceclasses` is resource.k8s.io's (dynamic resource
+            // allocation): the group, or the short name `dc`, says which.
+            for kind in ["edgenodes", "deviceclasses.edgefleet.dev"] {
+                print!("\n$ kubectl get {kind}\n{}", cluster.get(kind).await);
+            }
+        }
         println!("\nwhere to look next:");
         let running = if self.args.stay {
             ""
         } else {
             "  (with --stay)"
         };
+        let fleet_flag = match &self.cluster {
+            None => format!("--server {base}"),
+            Some(cluster) => format!(
+                "--kubeconfig {}",
+                cluster.plane.admin_kubeconfig().display()
+            ),
+        };
+        if let Some(cluster) = &self.cluster {
+            println!(
+                "  kubectl:          export KUBECONFIG={}; kubectl get edgefleet{running}",
+                cluster.plane.admin_kubeconfig().display()
+            );
+            println!(
+                "                    (the control plane's own kubectl: {})",
+                cluster.kubectl.display()
+            );
+        }
         println!("  the fleet page:   {base}/fleet{running}");
         println!(
-            "  the same tables:  edgefleet get nodes --server {base}; edgefleet get classes --server {base}{running}"
+            "  the same tables:  edgefleet get nodes {fleet_flag}; edgefleet get classes {fleet_flag}{running}"
         );
-        println!(
-            "  the rollout:      edgefleet rollout status thermostat --server {base}{running}"
-        );
+        println!("  the rollout:      edgefleet rollout status thermostat {fleet_flag}{running}");
         let kept = if self.args.dir.is_some() || self.args.keep {
             ""
         } else {
             "  (removed at the end; --keep or --dir keeps it)"
         };
-        println!("  logs and objects: {}{kept}", d.display());
+        if let Some(cluster) = &self.cluster {
+            println!(
+                "  control plane:    {}  (kube-apiserver and etcd logs; removed at the end)",
+                cluster.plane.dir().display()
+            );
+            println!("  logs:             {}{kept}", d.join("logs").display());
+        } else {
+            println!("  logs and objects: {}{kept}", d.display());
+        }
         println!("  docs:             docs/architecture.md, docs/rollouts.md");
         match (rollout.as_deref(), report.clean()) {
             (Some("Completed"), true) => {
@@ -554,7 +745,12 @@ impl Demo<'_> {
                 );
                 if self.args.stay {
                     println!(
-                        "\nthe fleet keeps running (the devices have stopped); Ctrl-C stops it"
+                        "\nthe fleet keeps running{} (the devices have stopped); Ctrl-C stops it",
+                        if self.cluster.is_some() {
+                            ", and the control plane with it"
+                        } else {
+                            ""
+                        }
                     );
                     while self.interrupted().is_ok() {
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -604,11 +800,11 @@ impl Demo<'_> {
                 }
                 step(
                     7,
-                    "thermostat 1.1.0: a canary node, then waves of 1 and 2 nodes, each gated on \
-                     100 interactions without more faults and a 10 s bake",
+                    "thermostat 1.1.0: a canary node, then a wave of 1 node and one of the rest, each \
+                     gated on 100 interactions without more faults and a 10 s bake",
                 );
                 drawn = 0;
-                if let Err(e) = self.start_rollout() {
+                if let Err(e) = self.start_rollout(target).await {
                     break Err(e);
                 }
                 rollout_started = Some(Instant::now());
@@ -673,39 +869,99 @@ impl Demo<'_> {
     }
 
     /// Thermostat 1.1.0: the module object and the class pointing at it.
-    fn start_rollout(&self) -> Result<(), Error> {
-        let objects = self.dir.join("objects");
+    async fn start_rollout(&self, target: &Target) -> Result<(), Error> {
         let wasm = handler_wasm(Handler::Thermostat)
             .map_err(|e| fail("cannot build the thermostat", e))?;
-        write(
-            &objects.join("thermostat-1.1.0.wasm"),
-            rebuilt(&wasm, "1.1.0"),
-        )?;
-        write_object(
-            &objects,
-            "thermostat-1.1.0.yaml",
-            &module_object(
-                "thermostat-1.1.0",
-                "thermostat",
-                "1.1.0",
-                "thermostat-1.1.0.wasm",
-            ),
-        )?;
+        let module = self
+            .module(Handler::Thermostat, "1.1.0", &rebuilt(&wasm, "1.1.0"))
+            .await?;
+        self.apply(target, "thermostat-1.1.0.yaml", &module).await?;
+        let config = &classes()[0].3;
+        let after = class_object(
+            "thermostat",
+            "thermostat-1.1.0",
+            config,
+            true,
+            self.selector(),
+        );
+        if self.cluster.is_some() {
+            return self.apply(target, "deviceclass/thermostat", &after).await;
+        }
+        let objects = self.dir.join("objects");
         let mut fleet = std::fs::read_to_string(objects.join("fleet.yaml"))
             .map_err(|e| fail("cannot read the objects", e))?;
-        let config = &classes()[0].3;
-        let before = class_object("thermostat", "thermostat-1.0.0", config, false);
+        let before = class_object(
+            "thermostat",
+            "thermostat-1.0.0",
+            config,
+            false,
+            self.selector(),
+        );
         if !fleet.contains(&before) {
             return Err(Error::Refused(format!(
                 "{} was changed during the demo; cannot roll out",
                 objects.join("fleet.yaml").display()
             )));
         }
-        fleet = fleet.replace(
-            &before,
-            &class_object("thermostat", "thermostat-1.1.0", config, true),
-        );
+        fleet = fleet.replace(&before, &after);
         write_object(&objects, "fleet.yaml", &fleet)
+    }
+
+    /// The classes' node selector: the demo's label on the EdgeNode objects of the folder; in a
+    /// cluster, where the controller makes the EdgeNodes, every node.
+    fn selector(&self) -> &'static str {
+        if self.cluster.is_some() {
+            "{}"
+        } else {
+            "{matchLabels: {fleet: demo}}"
+        }
+    }
+
+    /// A module version as a HandlerModule (YAML): in the folder, its file beside it; in a
+    /// cluster, pushed to the registry as `edgefleet module push` pushes, named by digest.
+    async fn module(&self, handler: Handler, version: &str, wasm: &[u8]) -> Result<String, Error> {
+        let name = format!("{}-{version}", handler.name());
+        let Some(cluster) = &self.cluster else {
+            let file = format!("{name}.wasm");
+            write(&self.dir.join("objects").join(&file), wasm)?;
+            return Ok(module_object(&name, handler.name(), version, &file));
+        };
+        let reference = format!(
+            "{}/edgefleet/{}:{version}",
+            cluster.registry.host_port(),
+            handler.name()
+        );
+        let pushed = push_module(
+            &Push {
+                wasm,
+                source: &format!("the demo's {name}"),
+                reference: &reference,
+                name: Some(handler.name()),
+                version: Some(version),
+                object_name: Some(&name),
+            },
+            &RegistryFlags::trusting(cluster.registry_ca.clone()),
+        )
+        .await?;
+        let image = pushed.module.spec.image.as_deref().unwrap_or_default();
+        println!("      pushed {name:<18} {image}");
+        let mut yaml = to_yaml(&pushed.module)?;
+        if !yaml.ends_with('\n') {
+            yaml.push('\n');
+        }
+        Ok(yaml)
+    }
+
+    /// Objects to the fleet: written into the objects folder (`file`, atomically), or applied to
+    /// the API server (server-side apply, as `edgefleet apply` does).
+    async fn apply(&self, target: &Target, file: &str, yaml: &str) -> Result<(), Error> {
+        if self.cluster.is_none() {
+            return write_object(&self.dir.join("objects"), file, yaml);
+        }
+        target
+            .apply(&[(file.to_owned(), yaml.to_owned())], false)
+            .await
+            .map(drop)
     }
 
     async fn fleet_table(&self, target: &Target) -> String {
@@ -768,7 +1024,7 @@ impl Demo<'_> {
     }
 
     /// SIGTERM to every child (agents first, the controller, then the brokers), then SIGKILL to
-    /// those still running after 10 s.
+    /// those still running after 10 s; then the control plane and registry of --kube.
     fn stop_all(&mut self) {
         for process in self.children.iter().rev() {
             // Our own child, not reaped yet, so the pid is still its.
@@ -789,5 +1045,6 @@ impl Demo<'_> {
         }
         self.children.clear();
         self.brokers.clear();
+        self.cluster = None;
     }
 }

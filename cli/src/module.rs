@@ -104,8 +104,8 @@ Examples:
 }
 
 /// How to reach the registry.
-#[derive(Debug, Args)]
-struct RegistryFlags {
+#[derive(Debug, Default, Args)]
+pub(crate) struct RegistryFlags {
     /// A CA certificate (PEM) to trust for the registry, besides the system's roots.
     #[arg(long, value_name = "PEM")]
     registry_ca: Option<PathBuf>,
@@ -115,6 +115,16 @@ struct RegistryFlags {
     /// The registry user (basic auth); the password comes from $EDGEFLEET_REGISTRY_PASSWORD.
     #[arg(long, value_name = "USER")]
     registry_user: Option<String>,
+}
+
+impl RegistryFlags {
+    /// Anonymous, over TLS, trusting the CA in `ca` besides the system's roots.
+    pub(crate) fn trusting(ca: PathBuf) -> RegistryFlags {
+        RegistryFlags {
+            registry_ca: Some(ca),
+            ..RegistryFlags::default()
+        }
+    }
 }
 
 /// `-o` of `module push`.
@@ -189,85 +199,17 @@ fn widest_limits() -> ClassLimits {
 
 fn push(args: PushArgs) -> Result<(), Error> {
     let wasm = read_module(&args.file)?;
-    let reference = oci_client::Reference::try_from(args.reference.as_str()).map_err(|e| {
-        Error::Refused(format!(
-            "{:?} is not an OCI reference: {e} (expected registry/repository:tag, e.g. registry.example.com/edgefleet/thermostat:1.0.0)",
-            args.reference
-        ))
-    })?;
-    let name = match &args.name {
-        Some(name) => name.clone(),
-        None => reference
-            .repository()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-    };
-    check_module_name(&name, args.name.is_none())?;
-    let version = match (&args.version, reference.tag()) {
-        (Some(version), _) => version.clone(),
-        (None, Some(tag)) if is_semver(tag) => tag.to_owned(),
-        (None, tag) => {
-            return Err(Error::Refused(format!(
-                "give the module's version with --version (the tag {} is not a semantic version like 1.4.0)",
-                tag.map_or("(none)".to_owned(), |t| format!("{t:?}"))
-            )));
-        }
-    };
-    if !is_semver(&version) {
-        return Err(Error::Refused(format!(
-            "--version {version:?} is not a semantic version (1.4.0, 2.0.0-rc.1+build.7)"
-        )));
-    }
-    let object_name = match &args.object_name {
-        Some(n) => n.clone(),
-        None => object_name(&name, &version),
-    };
-    check_object_name(&object_name)?;
-
-    let admitted = edgefleet_sandbox::admission::admit(&wasm, &widest_limits()).map_err(|e| {
-        Error::Refused(format!(
-            "{} is refused by admission, as every agent would refuse it: {e}. Nothing was pushed",
-            args.file.display()
-        ))
-    })?;
-    if let Err(e) = edgefleet_sandbox::admission::admit(&wasm, &ClassLimits::default()) {
-        eprintln!(
-            "note: with the default class limits agents refuse it: {e} (set the DeviceClass's limits accordingly)"
-        );
-    }
-
-    let registry = registry_client(&args.registry, reference.registry())?;
-    let annotations = BTreeMap::from([
-        ("org.opencontainers.image.title".to_owned(), name.clone()),
-        (
-            "org.opencontainers.image.version".to_owned(),
-            version.clone(),
-        ),
-    ]);
-    let pushed =
-        crate::block_on(async { Ok(registry.push(&args.reference, &wasm, &annotations).await?) })?;
-    let module = HandlerModule::new(
-        &object_name,
-        HandlerModuleSpec {
-            module: name,
-            version,
-            image: Some(pushed.pinned.clone()),
-            file: None,
-            sha256: Some(pushed.sha256.to_string()),
-            abi_version: GUEST_ABI_VERSION,
-            test_vectors: Vec::new(),
+    let Pushed { module, summary } = crate::block_on(push_module(
+        &Push {
+            wasm: &wasm,
+            source: &args.file.display().to_string(),
+            reference: &args.reference,
+            name: args.name.as_deref(),
+            version: args.version.as_deref(),
+            object_name: args.object_name.as_deref(),
         },
-    );
-    let summary = format!(
-        "Pushed {} ({} bytes, sha256 {}, {}) as\n  {}",
-        args.file.display(),
-        pushed.size,
-        pushed.sha256,
-        admitted_summary(&admitted),
-        pushed.pinned
-    );
+        &args.registry,
+    ))?;
     if args.apply {
         println!("{summary}");
         let yaml = to_yaml(&module)?;
@@ -303,6 +245,116 @@ fn push(args: PushArgs) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A module to check and push: what `module push` does with its file, and `edgefleet demo --kube`
+/// with the demo's modules.
+pub(crate) struct Push<'a> {
+    /// The module.
+    pub wasm: &'a [u8],
+    /// Where it comes from, for messages (the file).
+    pub source: &'a str,
+    /// registry/repository:tag.
+    pub reference: &'a str,
+    /// The module's name (default: the repository's last part).
+    pub name: Option<&'a str>,
+    /// Its version (default: the tag).
+    pub version: Option<&'a str>,
+    /// The HandlerModule's name (default: NAME-VERSION).
+    pub object_name: Option<&'a str>,
+}
+
+/// What [`push_module`] pushed: the HandlerModule naming it by digest, and a summary for the
+/// operator.
+pub(crate) struct Pushed {
+    pub module: HandlerModule,
+    pub summary: String,
+}
+
+/// Checks the module as agents do (admission), pushes it, and makes the HandlerModule for it.
+pub(crate) async fn push_module(
+    push: &Push<'_>,
+    registry: &RegistryFlags,
+) -> Result<Pushed, Error> {
+    let reference = oci_client::Reference::try_from(push.reference).map_err(|e| {
+        Error::Refused(format!(
+            "{:?} is not an OCI reference: {e} (expected registry/repository:tag, e.g. registry.example.com/edgefleet/thermostat:1.0.0)",
+            push.reference
+        ))
+    })?;
+    let name = match push.name {
+        Some(name) => name.to_owned(),
+        None => reference
+            .repository()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    check_module_name(&name, push.name.is_none())?;
+    let version = match (push.version, reference.tag()) {
+        (Some(version), _) => version.to_owned(),
+        (None, Some(tag)) if is_semver(tag) => tag.to_owned(),
+        (None, tag) => {
+            return Err(Error::Refused(format!(
+                "give the module's version with --version (the tag {} is not a semantic version like 1.4.0)",
+                tag.map_or("(none)".to_owned(), |t| format!("{t:?}"))
+            )));
+        }
+    };
+    if !is_semver(&version) {
+        return Err(Error::Refused(format!(
+            "--version {version:?} is not a semantic version (1.4.0, 2.0.0-rc.1+build.7)"
+        )));
+    }
+    let object_name = match push.object_name {
+        Some(n) => n.to_owned(),
+        None => object_name(&name, &version),
+    };
+    check_object_name(&object_name)?;
+
+    let admitted = edgefleet_sandbox::admission::admit(push.wasm, &widest_limits()).map_err(|e| {
+        Error::Refused(format!(
+            "{} is refused by admission, as every agent would refuse it: {e}. Nothing was pushed",
+            push.source
+        ))
+    })?;
+    if let Err(e) = edgefleet_sandbox::admission::admit(push.wasm, &ClassLimits::default()) {
+        eprintln!(
+            "note: with the default class limits agents refuse it: {e} (set the DeviceClass's limits accordingly)"
+        );
+    }
+
+    let client = registry_client(registry, reference.registry())?;
+    let annotations = BTreeMap::from([
+        ("org.opencontainers.image.title".to_owned(), name.clone()),
+        (
+            "org.opencontainers.image.version".to_owned(),
+            version.clone(),
+        ),
+    ]);
+    let pushed = client.push(push.reference, push.wasm, &annotations).await?;
+    let module = HandlerModule::new(
+        &object_name,
+        HandlerModuleSpec {
+            module: name,
+            version,
+            image: Some(pushed.pinned.clone()),
+            file: None,
+            sha256: Some(pushed.sha256.to_string()),
+            abi_version: GUEST_ABI_VERSION,
+            test_vectors: Vec::new(),
+        },
+    );
+    let summary = format!(
+        "Pushed {} ({} bytes, sha256 {}, {}) as\n  {}",
+        push.source,
+        pushed.size,
+        pushed.sha256,
+        admitted_summary(&admitted),
+        pushed.pinned
+    );
+    Ok(Pushed { module, summary })
 }
 
 /// What the controller's status says of an admitted module.

@@ -129,6 +129,16 @@ impl Target {
         Ok(Target::Standalone { base, http })
     }
 
+    /// The cluster of the kubeconfig at `path`, in its current context.
+    pub async fn cluster_of(path: &std::path::Path) -> Result<Target, Error> {
+        Target::cluster(&TargetArgs {
+            server: None,
+            kubeconfig: Some(path.to_path_buf()),
+            context: None,
+        })
+        .await
+    }
+
     async fn cluster(args: &TargetArgs) -> Result<Target, Error> {
         edgefleet_protocol::tls::install_crypto_provider();
         let options = KubeConfigOptions {

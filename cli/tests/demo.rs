@@ -1,6 +1,8 @@
 //! `edgefleet demo`, the README's main command, as a newcomer runs it (smaller and shorter): it
 //! must show the fleet, roll thermostat 1.1.0 out, end with a clean oracle and exit 0 having
-//! stopped everything it started; and SIGTERM in the middle must stop everything too.
+//! stopped everything it started; and SIGTERM in the middle must stop everything too. With
+//! `--kube` the same against the test control plane (scripts/setup.sh builds it), showing the real
+//! `kubectl get edgenodes`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -35,11 +37,12 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A small demo in `dir`; its stdout lines come through the receiver.
-fn start(dir: &Path) -> (Child, mpsc::Receiver<String>) {
+/// A small demo in `dir` (with `extra` arguments); its stdout lines come through the receiver.
+fn start(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
     check_siblings();
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgefleet"))
         .args(["demo", "--devices", "60", "--rate", "2"])
+        .args(extra)
         .args(["--before-rollout-s", "4", "--after-rollout-s", "2"])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .arg("--dir")
@@ -138,7 +141,7 @@ fn brokers_listening(lines: &[String]) -> Vec<String> {
 #[test]
 fn the_demo_rolls_out_thermostat_1_1_with_a_clean_oracle_and_stops_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, rx) = start(dir.path());
+    let (mut child, rx) = start(dir.path(), &[]);
     let lines = lines_until_end(&rx, |_| false);
     let status = wait(&mut child);
     let out = lines.join("\n");
@@ -174,10 +177,95 @@ fn the_demo_rolls_out_thermostat_1_1_with_a_clean_oracle_and_stops_everything() 
     assert!(listening.is_empty(), "brokers still up: {listening:?}");
 }
 
+/// The address printed after `label` (`      OCI registry     127.0.0.1:PORT`, `https://` dropped).
+fn printed<'a>(lines: &'a [String], label: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("      ")?.strip_prefix(label))
+        .map(|rest| rest.trim().trim_start_matches("https://"))
+}
+
+#[test]
+fn the_demo_on_a_real_kube_apiserver_shows_kubectl_get_edgenodes_and_stops_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, rx) = start(dir.path(), &["--kube"]);
+    let lines = lines_until_end(&rx, |_| false);
+    let status = wait(&mut child);
+    let out = lines.join("\n");
+    let err = stderr(&mut child);
+    assert!(status.success(), "exit {status}:\n{out}\n{err}");
+    for expected in [
+        "[3/7] the controller in cluster mode",
+        "rollout of thermostat 1.1.0: Progressing",
+        "oracle: clean",
+        "verdict: thermostat 1.1.0 rolled out to every node",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("thermostat ") && l.contains("Completed")),
+        "{out}"
+    );
+    // The real kubectl's table (the CRD's printer columns), every node online on 1.1.0.
+    let at = lines
+        .iter()
+        .position(|l| l == "$ kubectl get edgenodes")
+        .unwrap_or_else(|| panic!("no kubectl table in:\n{out}"));
+    let table: Vec<&String> = lines[at + 1..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(
+        table.first().is_some_and(|h| h.starts_with("NAME ")),
+        "{out}"
+    );
+    for node in ["edge-1", "edge-2", "edge-3"] {
+        assert!(
+            table.iter().any(|l| l.starts_with(&format!("{node} "))
+                && l.contains("Online")
+                && l.contains("thermostat=1.1.0")),
+            "{node} is not Online on thermostat 1.1.0 in:\n{out}"
+        );
+    }
+    let at = lines
+        .iter()
+        .position(|l| l == "$ kubectl get deviceclasses.edgefleet.dev")
+        .unwrap_or_else(|| panic!("no kubectl table of the classes in:\n{out}"));
+    for class in ["thermostat", "meter", "door-lock", "air-quality"] {
+        assert!(
+            lines[at + 1..]
+                .iter()
+                .take_while(|l| !l.is_empty())
+                .any(|l| l.starts_with(&format!("{class} "))),
+            "no {class} in kubectl's classes:\n{out}"
+        );
+    }
+
+    // Nothing left: the fleet, the brokers, kube-apiserver and etcd (their command lines name the
+    // control plane's folder), the API server's and the registry's ports.
+    let left = processes_in(dir.path());
+    assert!(left.is_empty(), "still running after the demo: {left:#?}");
+    let listening = brokers_listening(&lines);
+    assert!(listening.is_empty(), "brokers still up: {listening:?}");
+    let plane = printed(&lines, "control plane").unwrap_or_else(|| panic!("{out}"));
+    assert!(plane.contains("edgefleet-controlplane-"), "{out}");
+    let left = processes_in(Path::new(plane));
+    assert!(left.is_empty(), "the control plane still runs: {left:#?}");
+    for label in ["kube-apiserver", "OCI registry"] {
+        let addr = printed(&lines, label).unwrap_or_else(|| panic!("no {label} in:\n{out}"));
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "{label} still listens on {addr}"
+        );
+    }
+}
+
 #[test]
 fn sigterm_in_the_middle_stops_everything_the_demo_started() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, rx) = start(dir.path());
+    let (mut child, rx) = start(dir.path(), &[]);
     let lines = lines_until_end(&rx, |l| l.starts_with("[6/7]"));
     assert!(
         lines.last().is_some_and(|l| l.starts_with("[6/7]")),
