@@ -290,14 +290,7 @@ fn class_text(class: &DeviceClass) -> String {
             ("Id", r.id.clone()),
             ("Phase", r.phase.clone()),
             ("Step", r.step.clone()),
-            (
-                "Versions",
-                format!(
-                    "{} -> {}",
-                    r.stable_version.as_deref().unwrap_or(NONE),
-                    r.target_version
-                ),
-            ),
+            ("Versions", crate::rollout::versions(r)),
             (
                 "Nodes",
                 format!(

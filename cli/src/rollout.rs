@@ -130,15 +130,21 @@ async fn status(class: ClassArg, watch: bool) -> Result<(), Error> {
     }
 }
 
+/// "stable -> target" while a rollout moves between them; once the target is the stable version,
+/// just that version.
+pub fn versions(r: &RolloutStatus) -> String {
+    match r.stable_version.as_deref() {
+        Some(stable) if stable == r.target_version => format!("{stable} (stable)"),
+        Some(stable) => format!("{stable} -> {}", r.target_version),
+        None => format!("(none) -> {}", r.target_version),
+    }
+}
+
 /// The rollout as lines a person reads.
 fn text(r: &RolloutStatus) -> String {
     let mut lines = vec![
         format!("rollout {}: {} at step {}", r.id, r.phase, r.step),
-        format!(
-            "  versions: {} -> {}",
-            r.stable_version.as_deref().unwrap_or("(none)"),
-            r.target_version
-        ),
+        format!("  versions: {}", versions(r)),
         format!(
             "  nodes:    {} updated, {} healthy, {} failing, {} pending",
             r.updated_nodes, r.healthy_nodes, r.failing_nodes, r.pending_nodes
@@ -181,5 +187,23 @@ async fn act(verb: &str, class: ClassArg) -> Result<(), Error> {
             )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_say_where_the_rollout_goes_and_where_it_ended() {
+        let mut r = RolloutStatus {
+            target_version: "thermostat 1.1.0".into(),
+            ..RolloutStatus::default()
+        };
+        assert_eq!(versions(&r), "(none) -> thermostat 1.1.0");
+        r.stable_version = Some("thermostat 1.0.0".into());
+        assert_eq!(versions(&r), "thermostat 1.0.0 -> thermostat 1.1.0");
+        r.stable_version = Some("thermostat 1.1.0".into());
+        assert_eq!(versions(&r), "thermostat 1.1.0 (stable)");
     }
 }
