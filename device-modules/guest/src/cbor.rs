@@ -1,9 +1,23 @@
-//! CBOR helpers for handler payloads: maps with short text keys, as devices send them.
+//! CBOR for handler payloads: maps with short text keys, as devices send them.
 //!
 //! Devices and their firmware libraries differ in how they encode a number (`21`, `21.5` as a half,
 //! single or double float), so [`number`] accepts every CBOR number. [`map_entries`] visits a text-keyed
 //! map and skips the keys a handler does not know, so payloads can gain keys without breaking handlers
 //! built earlier. Encoding and decoding never allocate.
+//!
+//! A handler describes its payload types with [`map!`] (structs as text-keyed maps: required,
+//! optional and defaulted keys) and [`text_enum!`] (enums as text), which write the `Encode` and
+//! `Decode` implementations over these helpers; [`Field`] is how each value of a map is read and
+//! written. [`to_slice`], [`from_slice`] and [`config_or_default`] encode and decode whole payloads.
+
+mod field;
+mod macros;
+
+#[doc(inline)]
+pub use crate::{
+    __cbor_map as map, __cbor_minicbor_impls as minicbor_impls, __cbor_text_enum as text_enum,
+};
+pub use field::Field;
 
 use minicbor::data::Type;
 use minicbor::decode::{self, Decoder};
