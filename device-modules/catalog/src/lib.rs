@@ -2,12 +2,15 @@
 //!
 //! - [`handler_wasm`]: the four handler modules, built from their crates (`device-modules/<handler>`)
 //!   for `wasm32-unknown-unknown` on first use, once per process, by running cargo.
+//! - [`c_handler_wasm`]: the handlers written in C over the C SDK (`device-modules/c`), built with
+//!   clang and wasm-ld for `wasm32` on first use, once per process.
 //! - [`hostile_wasm`] and [`probe_wasm`]: hand-written modules in WebAssembly text
 //!   (`device-modules/hostile/*.wat`, `device-modules/probes/*.wat`, embedded in this crate), parsed on
 //!   use; [`HOSTILE`] and [`PROBES`] list them. The hostile modules each break one rule of guest ABI v1 or one class limit; the probes
 //!   observe what the agent gives an interaction (fresh memory and globals, state, the memory rewrite,
 //!   timing). Each file's header comment says what it does and what the agent should answer.
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -63,6 +66,34 @@ impl Handler {
     }
 }
 
+/// A device-class handler module written in C (`device-modules/c/<name>/<name>.c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CHandler {
+    /// A pressure sensor with a threshold alarm (`device-modules/c/pressure/pressure.c`).
+    Pressure,
+}
+
+impl CHandler {
+    /// The handler's short name, as its directory under `device-modules/c/` is named.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CHandler::Pressure => "pressure",
+        }
+    }
+
+    /// All C handlers.
+    pub const fn all() -> [CHandler; 1] {
+        [CHandler::Pressure]
+    }
+
+    /// The handler's C source.
+    pub fn source(self) -> PathBuf {
+        c_sdk_dir()
+            .join(self.name())
+            .join(format!("{}.c", self.name()))
+    }
+}
+
 /// Building the handler modules failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BuildError {
@@ -78,6 +109,31 @@ pub enum BuildError {
     },
     #[error("cargo failed to build the handler modules ({status}):\n{stderr}")]
     Cargo { status: ExitStatus, stderr: String },
+    #[error(
+        "could not run {clang} ({source}): the C handlers build with clang and lld; run \
+         scripts/setup.sh (Debian packages clang and lld), or set CLANG to a clang that targets wasm32"
+    )]
+    MissingClang {
+        clang: String,
+        #[source]
+        source: Arc<io::Error>,
+    },
+    #[error(
+        "clang found no wasm-ld to link the C handler: install lld (scripts/setup.sh does)\n{stderr}"
+    )]
+    MissingWasmLd { stderr: String },
+    #[error("clang failed to build {} ({status}):\n{stderr}", file.display())]
+    Clang {
+        file: PathBuf,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("could not create {}: {source}", path.display())]
+    OutputDir {
+        path: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
     #[error("could not read the built module {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -154,6 +210,118 @@ fn build_failure(status: ExitStatus, stderr: String) -> BuildError {
     } else {
         BuildError::Cargo { status, stderr }
     }
+}
+
+/// How the C handlers are compiled and linked (device-modules/c/README.md shows the same command):
+/// core wasm32 without libc, importing `env.memory` (guest ABI v1), a 16 KiB stack placed first so
+/// that an overflow traps, a one-page initial memory, and no name or producers sections.
+const C_FLAGS: &[&str] = &[
+    "--target=wasm32",
+    "-std=c11",
+    "-Os",
+    "-nostdlib",
+    "-ffreestanding",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-Wl,--no-entry",
+    "-Wl,--import-memory",
+    "-Wl,--stack-first",
+    "-Wl,-z,stack-size=16384",
+    "-Wl,--initial-memory=65536",
+    "-Wl,--strip-all",
+];
+
+/// The bytes of the C handler's module, as clang builds it from [`CHandler::source`] with
+/// the flags of `C_FLAGS` and the C SDK's headers (`device-modules/c/include`).
+///
+/// The first call for a handler builds it into `<workspace>/target/device-modules/c/<name>.wasm`;
+/// later calls in the process reuse that build (or its error). clang is `$CLANG`, else `clang` on
+/// the `PATH`; it needs wasm-ld (Debian's `lld`) beside it. [`BuildError::MissingClang`] and
+/// [`BuildError::MissingWasmLd`] say what to install; any other failure carries clang's stderr.
+pub fn c_handler_wasm(handler: CHandler) -> Result<Vec<u8>, BuildError> {
+    const COUNT: usize = CHandler::all().len();
+    static BUILT: [OnceLock<Result<Vec<u8>, BuildError>>; COUNT] =
+        [const { OnceLock::new() }; COUNT];
+    BUILT[handler as usize]
+        .get_or_init(|| build_c(&clang(), handler))
+        .clone()
+}
+
+/// The clang to build C with: `$CLANG`, else `clang`.
+fn clang() -> OsString {
+    std::env::var_os("CLANG").unwrap_or_else(|| "clang".into())
+}
+
+/// The C SDK: its headers under `include/`, a directory per handler.
+fn c_sdk_dir() -> PathBuf {
+    workspace_root().join("device-modules").join("c")
+}
+
+/// Where built C programs go (modules and the native CBOR tests).
+fn c_out_dir() -> Result<PathBuf, BuildError> {
+    let path = workspace_root()
+        .join("target")
+        .join("device-modules")
+        .join("c");
+    std::fs::create_dir_all(&path).map_err(|source| BuildError::OutputDir {
+        path: path.clone(),
+        source: Arc::new(source),
+    })?;
+    Ok(path)
+}
+
+/// Runs `clang` on `source` with `flags` and the SDK's include directory, writing `out`.
+fn run_clang(clang: &OsStr, flags: &[&str], source: &Path, out: &Path) -> Result<(), BuildError> {
+    let output = Command::new(clang)
+        .args(flags)
+        .arg("-I")
+        .arg(c_sdk_dir().join("include"))
+        .arg("-o")
+        .arg(out)
+        .arg(source)
+        .output()
+        .map_err(|source| BuildError::MissingClang {
+            clang: clang.to_string_lossy().into_owned(),
+            source: Arc::new(source),
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        Err(clang_failure(source, output.status, stderr))
+    }
+}
+
+/// Tells a missing wasm-ld (clang: `Executable "wasm-ld" doesn't exist!`) from other failures.
+fn clang_failure(source: &Path, status: ExitStatus, stderr: String) -> BuildError {
+    if stderr.contains("wasm-ld") && stderr.contains("doesn't exist") {
+        BuildError::MissingWasmLd { stderr }
+    } else {
+        BuildError::Clang {
+            file: source.to_path_buf(),
+            status,
+            stderr,
+        }
+    }
+}
+
+/// Builds one C handler and returns its module. Each process links to its own file and renames it
+/// into place, so concurrent test processes never read a half-written module.
+fn build_c(clang: &OsStr, handler: CHandler) -> Result<Vec<u8>, BuildError> {
+    let dir = c_out_dir()?;
+    let partial = dir.join(format!("{}.{}.wasm", handler.name(), std::process::id()));
+    run_clang(clang, C_FLAGS, &handler.source(), &partial)?;
+    let wasm = std::fs::read(&partial).map_err(|source| BuildError::Read {
+        path: partial.clone(),
+        source: Arc::new(source),
+    })?;
+    let path = dir.join(format!("{}.wasm", handler.name()));
+    std::fs::rename(&partial, &path).map_err(|source| BuildError::OutputDir {
+        path,
+        source: Arc::new(source),
+    })?;
+    Ok(wasm)
 }
 
 /// Declares a set of WAT modules under `device-modules/<dir>/`: the public list of names and their

@@ -9,6 +9,8 @@ use wasmparser::{
 
 use super::*;
 
+mod c_handlers;
+
 /// What the tests look at in a module.
 #[derive(Debug, Default)]
 struct Module {
