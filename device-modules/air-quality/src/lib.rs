@@ -41,21 +41,8 @@ pub enum Metric {
     Co2,
 }
 
-impl Metric {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Metric::Pm25 => "pm25",
-            Metric::Co2 => "co2",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Metric> {
-        match text {
-            "pm25" => Some(Metric::Pm25),
-            "co2" => Some(Metric::Co2),
-            _ => None,
-        }
-    }
+cbor::text_enum! {
+    Metric { Pm25 => "pm25", Co2 => "co2" }
 }
 
 /// A reading from the sensor: at least one metric.
@@ -63,6 +50,23 @@ impl Metric {
 pub struct Reading {
     pub pm25: Option<f32>,
     pub co2: Option<f32>,
+}
+
+cbor::map! {
+    Reading {
+        "pm25" => pm25?,
+        "co2" => co2?,
+    }
+    check Reading::check
+}
+
+impl Reading {
+    fn check(&self) -> Result<(), &'static str> {
+        if self.pm25.is_none() && self.co2.is_none() {
+            return Err("missing pm25 and co2");
+        }
+        Ok(())
+    }
 }
 
 /// The class config.
@@ -76,18 +80,24 @@ pub struct Config {
     pub ventilation: bool,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            window: 10,
-            pm25_limit: 35.0,
-            co2_limit: 1000.0,
-            ventilation: true,
-        }
+cbor::map! {
+    Config {
+        "window" => window = 10,
+        "pm25_limit" => pm25_limit = 35.0,
+        "co2_limit" => co2_limit = 1000.0,
+        "ventilation" => ventilation = true,
     }
+    check Config::check
 }
 
 impl Config {
+    fn check(&self) -> Result<(), &'static str> {
+        if !(1..=MAX_WINDOW).contains(&usize::from(self.window)) {
+            return Err("window out of range");
+        }
+        Ok(())
+    }
+
     pub fn limit(&self, metric: Metric) -> f32 {
         match metric {
             Metric::Pm25 => self.pm25_limit,
@@ -97,17 +107,31 @@ impl Config {
 }
 
 /// One metric's recent values and whether its alert is raised.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Track {
     pub window: Window<MAX_WINDOW>,
     pub alert: bool,
 }
 
+cbor::map! {
+    Track {
+        "window" => window = Window::new(),
+        "alert" => alert = false,
+    }
+}
+
 /// The device state.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct State {
     pub pm25: Track,
     pub co2: Track,
+}
+
+cbor::map! {
+    State {
+        "pm25" => pm25 = Track::default(),
+        "co2" => co2 = Track::default(),
+    }
 }
 
 impl State {
@@ -147,6 +171,14 @@ pub struct AlertEvent {
     /// The moving average that crossed the limit.
     pub average: f32,
     pub limit: f32,
+}
+
+cbor::map! {
+    AlertEvent {
+        "metric" => metric,
+        "average" => average,
+        "limit" => limit,
+    }
 }
 
 /// The ventilation relay command.
@@ -216,183 +248,6 @@ pub fn handle(
     };
     let outcome = record(&mut state, reading, &config);
     Ok((state, outcome))
-}
-
-impl<C> Encode<C> for Reading {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(u64::from(self.pm25.is_some()) + u64::from(self.co2.is_some()))?;
-        if let Some(pm25) = self.pm25 {
-            e.str("pm25")?.f32(pm25)?;
-        }
-        if let Some(co2) = self.co2 {
-            e.str("co2")?.f32(co2)?;
-        }
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Reading {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let mut reading = Reading {
-            pm25: None,
-            co2: None,
-        };
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "pm25" => reading.pm25 = Some(cbor::finite_f32(d)?),
-                "co2" => reading.co2 = Some(cbor::finite_f32(d)?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        if reading.pm25.is_none() && reading.co2.is_none() {
-            return Err(cbor::missing("missing pm25 and co2", at));
-        }
-        Ok(reading)
-    }
-}
-
-impl<C> Encode<C> for Config {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(4)?;
-        e.str("window")?.u8(self.window)?;
-        e.str("pm25_limit")?.f32(self.pm25_limit)?;
-        e.str("co2_limit")?.f32(self.co2_limit)?;
-        e.str("ventilation")?.bool(self.ventilation)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Config {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let mut config = Config::default();
-        cbor::map_entries(d, |key, d| {
-            let at = d.position();
-            match key {
-                "window" => {
-                    config.window = d.u8()?;
-                    if !(1..=MAX_WINDOW).contains(&usize::from(config.window)) {
-                        return Err(decode::Error::message("window out of range").at(at));
-                    }
-                }
-                "pm25_limit" => config.pm25_limit = cbor::finite_f32(d)?,
-                "co2_limit" => config.co2_limit = cbor::finite_f32(d)?,
-                "ventilation" => config.ventilation = d.bool()?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(config)
-    }
-}
-
-impl<C> Encode<C> for Track {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        ctx: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(2)?;
-        e.str("window")?;
-        self.window.encode(e, ctx)?;
-        e.str("alert")?.bool(self.alert)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Track {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let mut track = Track::default();
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "window" => track.window.decode_in_place(d)?,
-                "alert" => track.alert = d.bool()?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(track)
-    }
-}
-
-impl<C> Encode<C> for State {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        ctx: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(2)?;
-        e.str("pm25")?;
-        self.pm25.encode(e, ctx)?;
-        e.str("co2")?;
-        self.co2.encode(e, ctx)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for State {
-    fn decode(d: &mut Decoder<'b>, ctx: &mut C) -> Result<Self, decode::Error> {
-        let mut state = State::default();
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "pm25" => state.pm25 = Track::decode(d, ctx)?,
-                "co2" => state.co2 = Track::decode(d, ctx)?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(state)
-    }
-}
-
-impl<C> Encode<C> for AlertEvent {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(3)?;
-        e.str("metric")?.str(self.metric.as_str())?;
-        e.str("average")?.f32(self.average)?;
-        e.str("limit")?.f32(self.limit)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for AlertEvent {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let (mut metric, mut average, mut limit) = (None, None, None);
-        cbor::map_entries(d, |key, d| {
-            let at = d.position();
-            match key {
-                "metric" => {
-                    metric = Some(
-                        Metric::parse(d.str()?)
-                            .ok_or_else(|| decode::Error::message("unknown metric").at(at))?,
-                    )
-                }
-                "average" => average = Some(cbor::finite_f32(d)?),
-                "limit" => limit = Some(cbor::finite_f32(d)?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(AlertEvent {
-            metric: metric.ok_or_else(|| cbor::missing("missing metric", at))?,
-            average: average.ok_or_else(|| cbor::missing("missing average", at))?,
-            limit: limit.ok_or_else(|| cbor::missing("missing limit", at))?,
-        })
-    }
 }
 
 impl<C> Encode<C> for Ventilation {

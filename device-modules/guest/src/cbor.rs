@@ -24,11 +24,15 @@ use minicbor::decode::{self, Decoder};
 use minicbor::encode::Encode;
 use minicbor::encode::write::Cursor;
 
+// The generic helpers are `#[inline]`, like the code `map!` generates: each payload's instance is then
+// inlined into the handler whichever codegen unit holds it, as hand-written code happened to be.
+
 /// The encoded value does not fit the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferFull;
 
 /// Encodes `value` into `buf` and returns the encoded bytes.
+#[inline]
 pub fn to_slice<'a, T: Encode<()>>(value: &T, buf: &'a mut [u8]) -> Result<&'a [u8], BufferFull> {
     let mut cursor = Cursor::new(&mut *buf);
     minicbor::encode(value, &mut cursor).map_err(|_| BufferFull)?;
@@ -37,6 +41,7 @@ pub fn to_slice<'a, T: Encode<()>>(value: &T, buf: &'a mut [u8]) -> Result<&'a [
 }
 
 /// Decodes one value that must span all of `bytes` (trailing bytes are an error).
+#[inline]
 pub fn from_slice<'b, T: decode::Decode<'b, ()>>(bytes: &'b [u8]) -> Result<T, decode::Error> {
     let mut d = Decoder::new(bytes);
     let value = d.decode()?;
@@ -49,6 +54,7 @@ pub fn from_slice<'b, T: decode::Decode<'b, ()>>(bytes: &'b [u8]) -> Result<T, d
 
 /// Decodes a class config: an empty config (the class declares none) is `T::default()`, otherwise the
 /// bytes must be one `T` (usually a map whose missing keys take their defaults).
+#[inline]
 pub fn config_or_default<'b, T: decode::Decode<'b, ()> + Default>(
     bytes: &'b [u8],
 ) -> Result<T, decode::Error> {
@@ -135,6 +141,7 @@ pub fn missing(what: &'static str, at: usize) -> decode::Error {
 ///
 /// `visit` is called with each key and the decoder positioned at its value; it decodes the values it
 /// knows and returns `Ok(true)`, or returns `Ok(false)` to have the value skipped.
+#[inline]
 pub fn map_entries<'b>(
     d: &mut Decoder<'b>,
     mut visit: impl FnMut(&'b str, &mut Decoder<'b>) -> Result<bool, decode::Error>,

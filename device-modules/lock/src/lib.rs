@@ -21,7 +21,7 @@ extern crate std;
 mod guest;
 
 use edgefleet_guest::Reject;
-use edgefleet_guest::cbor;
+use edgefleet_guest::cbor::{self, Field};
 use edgefleet_guest::minicbor::data::Type;
 use edgefleet_guest::minicbor::decode::{self, Decode, Decoder};
 use edgefleet_guest::minicbor::encode::{self, Encode, Encoder, Write};
@@ -33,6 +33,10 @@ pub const LOCKOUT_TOPIC: &str = "event/lockout";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt<'a> {
     pub credential: &'a str,
+}
+
+cbor::map! {
+    Attempt<'a> { "cred" => credential }
 }
 
 /// The allow-list of credential ids.
@@ -93,23 +97,38 @@ pub struct Config<'a> {
     pub lockout_ms: u64,
 }
 
-impl Default for Config<'_> {
-    fn default() -> Self {
-        Config {
-            allow: Credentials::default(),
-            max_failed_attempts: 5,
-            lockout_ms: 300_000,
+cbor::map! {
+    Config<'a> {
+        "allow" => allow = Credentials::default(),
+        "max_failed_attempts" => max_failed_attempts = 5,
+        "lockout_ms" => lockout_ms = 300_000,
+    }
+    check Config::check
+}
+
+impl Config<'_> {
+    fn check(&self) -> Result<(), &'static str> {
+        if self.max_failed_attempts == 0 {
+            return Err("max_failed_attempts must be ≥ 1");
         }
+        Ok(())
     }
 }
 
 /// The device state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
     /// Consecutive failed attempts since the last unlock or lockout.
     pub failed_attempts: u32,
     /// End of the current lockout in ms since the epoch; 0 = none.
     pub locked_until_ms: i64,
+}
+
+cbor::map! {
+    State {
+        "failed" => failed_attempts = 0,
+        "locked_until_ms" => locked_until_ms = 0,
+    }
 }
 
 /// The command answering an attempt.
@@ -126,6 +145,14 @@ pub struct LockoutEvent<'a> {
     pub credential: &'a str,
     pub failed_attempts: u32,
     pub until_ms: i64,
+}
+
+cbor::map! {
+    LockoutEvent<'a> {
+        "cred" => credential,
+        "failed" => failed_attempts,
+        "until_ms" => until_ms,
+    }
 }
 
 /// The outputs of one attempt.
@@ -205,40 +232,19 @@ pub fn handle<'m>(
     })
 }
 
-impl<C> Encode<C> for Attempt<'_> {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(1)?.str("cred")?.str(self.credential)?;
-        Ok(())
+/// An array of text, kept as its CBOR bytes (checked when decoded).
+impl<'b: 'a, 'a> Field<'b> for Credentials<'a> {
+    fn decode_field(d: &mut Decoder<'b>) -> Result<Self, decode::Error> {
+        let start = d.position();
+        for_each_text(d, |_| {})?;
+        let array = d
+            .input()
+            .get(start..d.position())
+            .ok_or_else(decode::Error::end_of_input)?;
+        Ok(Credentials::Cbor(array))
     }
-}
 
-impl<'b, C> Decode<'b, C> for Attempt<'b> {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let mut credential = None;
-        cbor::map_entries(d, |key, d| {
-            if key != "cred" {
-                return Ok(false);
-            }
-            credential = Some(d.str()?);
-            Ok(true)
-        })?;
-        Ok(Attempt {
-            credential: credential.ok_or_else(|| cbor::missing("missing cred", at))?,
-        })
-    }
-}
-
-impl<C> Encode<C> for Credentials<'_> {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
+    fn encode_field<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), encode::Error<W::Error>> {
         match self {
             Credentials::Cbor(array) => e
                 .writer_mut()
@@ -255,85 +261,7 @@ impl<C> Encode<C> for Credentials<'_> {
     }
 }
 
-impl<'b, C> Decode<'b, C> for Credentials<'b> {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let start = d.position();
-        for_each_text(d, |_| {})?;
-        let array = d
-            .input()
-            .get(start..d.position())
-            .ok_or_else(decode::Error::end_of_input)?;
-        Ok(Credentials::Cbor(array))
-    }
-}
-
-impl<C> Encode<C> for Config<'_> {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        ctx: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(3)?;
-        e.str("allow")?;
-        self.allow.encode(e, ctx)?;
-        e.str("max_failed_attempts")?
-            .u32(self.max_failed_attempts)?;
-        e.str("lockout_ms")?.u64(self.lockout_ms)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Config<'b> {
-    fn decode(d: &mut Decoder<'b>, ctx: &mut C) -> Result<Self, decode::Error> {
-        let mut config = Config::default();
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "allow" => config.allow = Credentials::decode(d, ctx)?,
-                "max_failed_attempts" => {
-                    let at = d.position();
-                    config.max_failed_attempts = d.u32()?;
-                    if config.max_failed_attempts == 0 {
-                        return Err(
-                            decode::Error::message("max_failed_attempts must be ≥ 1").at(at)
-                        );
-                    }
-                }
-                "lockout_ms" => config.lockout_ms = d.u64()?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(config)
-    }
-}
-
-impl<C> Encode<C> for State {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(2)?;
-        e.str("failed")?.u32(self.failed_attempts)?;
-        e.str("locked_until_ms")?.i64(self.locked_until_ms)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for State {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let mut state = State::default();
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "failed" => state.failed_attempts = d.u32()?,
-                "locked_until_ms" => state.locked_until_ms = d.i64()?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(state)
-    }
-}
+cbor::minicbor_impls!(Credentials<'a>);
 
 impl<C> Encode<C> for Command {
     fn encode<W: Write>(
@@ -385,41 +313,6 @@ impl<'b, C> Decode<'b, C> for Command {
             Some(_) => Err(decode::Error::message("unknown action").at(at)),
             None => Err(cbor::missing("missing action", at)),
         }
-    }
-}
-
-impl<C> Encode<C> for LockoutEvent<'_> {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(3)?;
-        e.str("cred")?.str(self.credential)?;
-        e.str("failed")?.u32(self.failed_attempts)?;
-        e.str("until_ms")?.i64(self.until_ms)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for LockoutEvent<'b> {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let (mut credential, mut failed_attempts, mut until_ms) = (None, None, None);
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "cred" => credential = Some(d.str()?),
-                "failed" => failed_attempts = Some(d.u32()?),
-                "until_ms" => until_ms = Some(d.i64()?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(LockoutEvent {
-            credential: credential.ok_or_else(|| cbor::missing("missing cred", at))?,
-            failed_attempts: failed_attempts.ok_or_else(|| cbor::missing("missing failed", at))?,
-            until_ms: until_ms.ok_or_else(|| cbor::missing("missing until_ms", at))?,
-        })
     }
 }
 

@@ -35,9 +35,8 @@ extern crate std;
 mod guest;
 
 use edgefleet_guest::Reject;
-use edgefleet_guest::cbor;
-use edgefleet_guest::minicbor::decode::{self, Decode, Decoder};
-use edgefleet_guest::minicbor::encode::{self, Encode, Encoder, Write};
+use edgefleet_guest::cbor::{self, Field};
+use edgefleet_guest::minicbor::Decoder;
 use edgefleet_guest::window::Window;
 
 /// The largest window a meter class can configure.
@@ -60,6 +59,10 @@ pub struct Reading {
     pub wh: f32,
 }
 
+cbor::map! {
+    Reading { "wh" => wh }
+}
+
 /// The class config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
@@ -73,24 +76,46 @@ pub struct Config {
     pub summary_every: u32,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            window: 100,
-            sigma: 3.0,
-            min_samples: 10,
-            summary_every: 10,
+cbor::map! {
+    Config {
+        "window" => window = 100,
+        "sigma" => sigma = 3.0,
+        "min_samples" => min_samples = 10,
+        "summary_every" => summary_every = 10,
+    }
+    check Config::check
+}
+
+impl Config {
+    fn check(&self) -> Result<(), &'static str> {
+        let windows = 2..=MAX_WINDOW as u16;
+        if !windows.contains(&self.window) || !windows.contains(&self.min_samples) {
+            return Err("value out of range");
         }
+        if self.sigma <= 0.0 {
+            return Err("sigma must be positive");
+        }
+        if self.min_samples > self.window {
+            return Err("min_samples exceeds window");
+        }
+        Ok(())
     }
 }
 
 /// The device state.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct State {
     /// The latest samples, oldest first.
     pub window: Window<MAX_WINDOW>,
     /// Samples received in total.
     pub seen: u64,
+}
+
+cbor::map! {
+    State {
+        "window" => window = Window::new(),
+        "seen" => seen = 0,
+    }
 }
 
 impl State {
@@ -102,21 +127,10 @@ impl State {
             return Ok(());
         };
         let mut d = Decoder::new(bytes);
-        match self.decode_in_place(&mut d) {
+        match self.decode_field_in_place(&mut d) {
             Ok(()) if d.position() == bytes.len() => Ok(()),
             _ => Err(Reject::State),
         }
-    }
-
-    fn decode_in_place(&mut self, d: &mut Decoder<'_>) -> Result<(), decode::Error> {
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "window" => self.window.decode_in_place(d)?,
-                "seen" => self.seen = d.u64()?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })
     }
 }
 
@@ -138,6 +152,15 @@ pub struct Anomaly {
     pub sigmas: f64,
 }
 
+cbor::map! {
+    Anomaly {
+        "wh" => wh,
+        "mean" => mean,
+        "stddev" => stddev,
+        "sigmas" => sigmas,
+    }
+}
+
 /// Published on [`SUMMARY_TOPIC`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Summary {
@@ -146,6 +169,16 @@ pub struct Summary {
     pub stddev: f64,
     pub last: f32,
     pub seen: u64,
+}
+
+cbor::map! {
+    Summary {
+        "samples" => samples,
+        "mean" => mean,
+        "stddev" => stddev,
+        "last" => last,
+        "seen" => seen,
+    }
 }
 
 /// What one reading produces besides the new state.
@@ -254,194 +287,10 @@ pub fn bench_stats(rounds: u32) -> f64 {
     total
 }
 
-fn bounded_u16(
-    d: &mut Decoder<'_>,
-    range: core::ops::RangeInclusive<u16>,
-) -> Result<u16, decode::Error> {
-    let at = d.position();
-    let value = d.u16()?;
-    if range.contains(&value) {
-        Ok(value)
-    } else {
-        Err(decode::Error::message("value out of range").at(at))
-    }
-}
-
-impl<C> Encode<C> for Reading {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(1)?.str("wh")?.f32(self.wh)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Reading {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let mut wh = None;
-        cbor::map_entries(d, |key, d| {
-            if key != "wh" {
-                return Ok(false);
-            }
-            wh = Some(cbor::finite_f32(d)?);
-            Ok(true)
-        })?;
-        Ok(Reading {
-            wh: wh.ok_or_else(|| cbor::missing("missing wh", at))?,
-        })
-    }
-}
-
-impl<C> Encode<C> for Config {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(4)?;
-        e.str("window")?.u16(self.window)?;
-        e.str("sigma")?.f32(self.sigma)?;
-        e.str("min_samples")?.u16(self.min_samples)?;
-        e.str("summary_every")?.u32(self.summary_every)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Config {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let mut config = Config::default();
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "window" => config.window = bounded_u16(d, 2..=MAX_WINDOW as u16)?,
-                "sigma" => {
-                    let at = d.position();
-                    config.sigma = cbor::finite_f32(d)?;
-                    if config.sigma <= 0.0 {
-                        return Err(decode::Error::message("sigma must be positive").at(at));
-                    }
-                }
-                "min_samples" => config.min_samples = bounded_u16(d, 2..=MAX_WINDOW as u16)?,
-                "summary_every" => config.summary_every = d.u32()?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        if config.min_samples > config.window {
-            return Err(decode::Error::message("min_samples exceeds window").at(at));
-        }
-        Ok(config)
-    }
-}
-
-impl<C> Encode<C> for State {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        ctx: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(2)?;
-        e.str("window")?;
-        self.window.encode(e, ctx)?;
-        e.str("seen")?.u64(self.seen)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for State {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let mut state = State::default();
-        state.decode_in_place(d)?;
-        Ok(state)
-    }
-}
-
-impl<C> Encode<C> for Anomaly {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(4)?;
-        e.str("wh")?.f32(self.wh)?;
-        e.str("mean")?.f64(self.mean)?;
-        e.str("stddev")?.f64(self.stddev)?;
-        e.str("sigmas")?.f64(self.sigmas)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Anomaly {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let (mut wh, mut mean, mut stddev, mut sigmas) = (None, None, None, None);
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "wh" => wh = Some(cbor::finite_f32(d)?),
-                "mean" => mean = Some(cbor::finite(d)?),
-                "stddev" => stddev = Some(cbor::finite(d)?),
-                "sigmas" => sigmas = Some(cbor::finite(d)?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(Anomaly {
-            wh: wh.ok_or_else(|| cbor::missing("missing wh", at))?,
-            mean: mean.ok_or_else(|| cbor::missing("missing mean", at))?,
-            stddev: stddev.ok_or_else(|| cbor::missing("missing stddev", at))?,
-            sigmas: sigmas.ok_or_else(|| cbor::missing("missing sigmas", at))?,
-        })
-    }
-}
-
-impl<C> Encode<C> for Summary {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(5)?;
-        e.str("samples")?.u32(self.samples)?;
-        e.str("mean")?.f64(self.mean)?;
-        e.str("stddev")?.f64(self.stddev)?;
-        e.str("last")?.f32(self.last)?;
-        e.str("seen")?.u64(self.seen)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Summary {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let (mut samples, mut mean, mut stddev, mut last, mut seen) =
-            (None, None, None, None, None);
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "samples" => samples = Some(d.u32()?),
-                "mean" => mean = Some(cbor::finite(d)?),
-                "stddev" => stddev = Some(cbor::finite(d)?),
-                "last" => last = Some(cbor::finite_f32(d)?),
-                "seen" => seen = Some(d.u64()?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(Summary {
-            samples: samples.ok_or_else(|| cbor::missing("missing samples", at))?,
-            mean: mean.ok_or_else(|| cbor::missing("missing mean", at))?,
-            stddev: stddev.ok_or_else(|| cbor::missing("missing stddev", at))?,
-            last: last.ok_or_else(|| cbor::missing("missing last", at))?,
-            seen: seen.ok_or_else(|| cbor::missing("missing seen", at))?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgefleet_guest::minicbor::Encode;
     use std::vec::Vec;
 
     fn encoded<T: Encode<()>>(value: &T) -> Vec<u8> {

@@ -31,8 +31,6 @@ mod guest;
 
 use edgefleet_guest::Reject;
 use edgefleet_guest::cbor;
-use edgefleet_guest::minicbor::decode::{self, Decode, Decoder};
-use edgefleet_guest::minicbor::encode::{self, Encode, Encoder, Write};
 
 /// What the heating/cooling unit does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,28 +41,8 @@ pub enum Mode {
     Cool,
 }
 
-impl Mode {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Mode::Idle => "idle",
-            Mode::Heat => "heat",
-            Mode::Cool => "cool",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Mode> {
-        match text {
-            "idle" => Some(Mode::Idle),
-            "heat" => Some(Mode::Heat),
-            "cool" => Some(Mode::Cool),
-            _ => None,
-        }
-    }
-
-    fn decode(d: &mut Decoder<'_>) -> Result<Mode, decode::Error> {
-        let at = d.position();
-        Mode::parse(d.str()?).ok_or_else(|| decode::Error::message("unknown mode").at(at))
-    }
+cbor::text_enum! {
+    Mode { Idle => "idle", Heat => "heat", Cool => "cool" }
 }
 
 /// A reading from the thermostat.
@@ -75,6 +53,13 @@ pub struct Reading {
     pub setpoint_c: Option<f32>,
 }
 
+cbor::map! {
+    Reading {
+        "temp_c" => temp_c,
+        "setpoint_c" => setpoint_c?,
+    }
+}
+
 /// The class config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
@@ -83,12 +68,20 @@ pub struct Config {
     pub hysteresis_c: f32,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            setpoint_c: 21.0,
-            hysteresis_c: 0.5,
+cbor::map! {
+    Config {
+        "setpoint_c" => setpoint_c = 21.0,
+        "hysteresis_c" => hysteresis_c = 0.5,
+    }
+    check Config::check
+}
+
+impl Config {
+    fn check(&self) -> Result<(), &'static str> {
+        if self.hysteresis_c < 0.0 {
+            return Err("negative hysteresis_c");
         }
+        Ok(())
     }
 }
 
@@ -98,11 +91,22 @@ pub struct State {
     pub mode: Mode,
 }
 
+cbor::map! {
+    State { "mode" => mode }
+}
+
 /// The command sent to the unit on every reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Command {
     pub mode: Mode,
     pub setpoint_c: f32,
+}
+
+cbor::map! {
+    Command {
+        "mode" => mode,
+        "setpoint_c" => setpoint_c,
+    }
 }
 
 /// Published on `telemetry` when the mode changes.
@@ -111,6 +115,14 @@ pub struct Telemetry {
     pub temp_c: f32,
     pub setpoint_c: f32,
     pub mode: Mode,
+}
+
+cbor::map! {
+    Telemetry {
+        "temp_c" => temp_c,
+        "setpoint_c" => setpoint_c,
+        "mode" => mode,
+    }
 }
 
 /// The topic [`Telemetry`] is published on.
@@ -160,172 +172,10 @@ pub fn handle(message: &[u8], config: &[u8], state: Option<&[u8]>) -> Result<Out
     })
 }
 
-impl<C> Encode<C> for Reading {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(1 + u64::from(self.setpoint_c.is_some()))?;
-        e.str("temp_c")?.f32(self.temp_c)?;
-        if let Some(setpoint_c) = self.setpoint_c {
-            e.str("setpoint_c")?.f32(setpoint_c)?;
-        }
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Reading {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let (mut temp_c, mut setpoint_c) = (None, None);
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "temp_c" => temp_c = Some(cbor::finite_f32(d)?),
-                "setpoint_c" => setpoint_c = Some(cbor::finite_f32(d)?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(Reading {
-            temp_c: temp_c.ok_or_else(|| cbor::missing("missing temp_c", at))?,
-            setpoint_c,
-        })
-    }
-}
-
-impl<C> Encode<C> for Config {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(2)?;
-        e.str("setpoint_c")?.f32(self.setpoint_c)?;
-        e.str("hysteresis_c")?.f32(self.hysteresis_c)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Config {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let mut config = Config::default();
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "setpoint_c" => config.setpoint_c = cbor::finite_f32(d)?,
-                "hysteresis_c" => {
-                    let at = d.position();
-                    config.hysteresis_c = cbor::finite_f32(d)?;
-                    if config.hysteresis_c < 0.0 {
-                        return Err(decode::Error::message("negative hysteresis_c").at(at));
-                    }
-                }
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(config)
-    }
-}
-
-impl<C> Encode<C> for State {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(1)?.str("mode")?.str(self.mode.as_str())?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for State {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let mut mode = None;
-        cbor::map_entries(d, |key, d| {
-            if key != "mode" {
-                return Ok(false);
-            }
-            mode = Some(Mode::decode(d)?);
-            Ok(true)
-        })?;
-        Ok(State {
-            mode: mode.ok_or_else(|| cbor::missing("missing mode", at))?,
-        })
-    }
-}
-
-impl<C> Encode<C> for Command {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(2)?;
-        e.str("mode")?.str(self.mode.as_str())?;
-        e.str("setpoint_c")?.f32(self.setpoint_c)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Command {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let (mut mode, mut setpoint_c) = (None, None);
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "mode" => mode = Some(Mode::decode(d)?),
-                "setpoint_c" => setpoint_c = Some(cbor::finite_f32(d)?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(Command {
-            mode: mode.ok_or_else(|| cbor::missing("missing mode", at))?,
-            setpoint_c: setpoint_c.ok_or_else(|| cbor::missing("missing setpoint_c", at))?,
-        })
-    }
-}
-
-impl<C> Encode<C> for Telemetry {
-    fn encode<W: Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), encode::Error<W::Error>> {
-        e.map(3)?;
-        e.str("temp_c")?.f32(self.temp_c)?;
-        e.str("setpoint_c")?.f32(self.setpoint_c)?;
-        e.str("mode")?.str(self.mode.as_str())?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for Telemetry {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, decode::Error> {
-        let at = d.position();
-        let (mut temp_c, mut setpoint_c, mut mode) = (None, None, None);
-        cbor::map_entries(d, |key, d| {
-            match key {
-                "temp_c" => temp_c = Some(cbor::finite_f32(d)?),
-                "setpoint_c" => setpoint_c = Some(cbor::finite_f32(d)?),
-                "mode" => mode = Some(Mode::decode(d)?),
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(Telemetry {
-            temp_c: temp_c.ok_or_else(|| cbor::missing("missing temp_c", at))?,
-            setpoint_c: setpoint_c.ok_or_else(|| cbor::missing("missing setpoint_c", at))?,
-            mode: mode.ok_or_else(|| cbor::missing("missing mode", at))?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgefleet_guest::minicbor::Encode;
     use std::vec::Vec;
 
     fn encoded<T: Encode<()>>(value: &T) -> Vec<u8> {

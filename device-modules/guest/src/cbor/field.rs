@@ -26,6 +26,7 @@ pub trait Field<'b>: Sized {
     /// thousand samples is not worth a copy on a 16 KiB stack). The default replaces `self` with
     /// [`Field::decode_field`]'s value; a map with defaults replaces the fields of the keys it holds
     /// and keeps the others.
+    #[inline]
     fn decode_field_in_place(&mut self, d: &mut Decoder<'b>) -> Result<(), decode::Error> {
         *self = Self::decode_field(d)?;
         Ok(())
@@ -37,10 +38,12 @@ pub trait Field<'b>: Sized {
 
 impl<'b> Field<'b> for f32 {
     /// Any CBOR number that is finite as an `f32` ([`finite_f32`](crate::cbor::finite_f32)).
+    #[inline]
     fn decode_field(d: &mut Decoder<'b>) -> Result<Self, decode::Error> {
         crate::cbor::finite_f32(d)
     }
 
+    #[inline]
     fn encode_field<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), encode::Error<W::Error>> {
         e.f32(*self)?;
         Ok(())
@@ -49,10 +52,12 @@ impl<'b> Field<'b> for f32 {
 
 impl<'b> Field<'b> for f64 {
     /// Any finite CBOR number ([`finite`](crate::cbor::finite)).
+    #[inline]
     fn decode_field(d: &mut Decoder<'b>) -> Result<Self, decode::Error> {
         crate::cbor::finite(d)
     }
 
+    #[inline]
     fn encode_field<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), encode::Error<W::Error>> {
         e.f64(*self)?;
         Ok(())
@@ -63,10 +68,12 @@ impl<'b> Field<'b> for f64 {
 macro_rules! primitive_fields {
     ($($ty:ty: $method:ident),+ $(,)?) => {$(
         impl<'b> Field<'b> for $ty {
+            #[inline]
             fn decode_field(d: &mut Decoder<'b>) -> Result<Self, decode::Error> {
                 d.$method()
             }
 
+            #[inline]
             fn encode_field<W: Write>(
                 &self,
                 e: &mut Encoder<W>,
@@ -84,10 +91,12 @@ primitive_fields!(
 
 /// Text, borrowed from the payload (no allocator).
 impl<'b: 'a, 'a> Field<'b> for &'a str {
+    #[inline]
     fn decode_field(d: &mut Decoder<'b>) -> Result<Self, decode::Error> {
         d.str()
     }
 
+    #[inline]
     fn encode_field<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), encode::Error<W::Error>> {
         e.str(self)?;
         Ok(())
@@ -97,14 +106,17 @@ impl<'b: 'a, 'a> Field<'b> for &'a str {
 /// An array of finite numbers, oldest first; decoded in place by
 /// [`Window::decode_in_place`].
 impl<'b, const CAP: usize> Field<'b> for Window<CAP> {
+    #[inline]
     fn decode_field(d: &mut Decoder<'b>) -> Result<Self, decode::Error> {
         Window::decode(d, &mut ())
     }
 
+    #[inline]
     fn decode_field_in_place(&mut self, d: &mut Decoder<'b>) -> Result<(), decode::Error> {
         self.decode_in_place(d)
     }
 
+    #[inline]
     fn encode_field<W: Write>(&self, e: &mut Encoder<W>) -> Result<(), encode::Error<W::Error>> {
         self.encode(e, &mut ())
     }

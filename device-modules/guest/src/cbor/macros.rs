@@ -5,9 +5,11 @@
 //!
 //! They are declarative (`macro_rules!`, no proc-macro crate to build) and expand to the code a
 //! handler would write by hand: one [`map_entries`](crate::cbor::map_entries) visit with a `match` on
-//! the keys to decode, one `Encoder` call per key to encode. Each impl is one small generic function
-//! that the compiler inlines into its caller as it does hand-written code, so a module gets no more
-//! functions from them.
+//! the keys to decode, one `Encoder` call per key to encode. Every function they generate is
+//! `#[inline]` (a text enum's encoding, one `Encoder::str` call, `#[inline(always)]`), as are the
+//! generic helpers of [`cbor`](crate::cbor) they call: the compiler then inlines a payload's code into
+//! the handler whichever codegen unit it lands in, and a module built with the macros has no more
+//! functions than with hand-written code (see `device-modules/README.md` for the counts).
 
 /// Implements CBOR encoding and decoding for a struct as a map with text keys.
 ///
@@ -105,12 +107,14 @@ macro_rules! __cbor_map {
         $(check $check:path)?
     ) => {
         impl $(<$lt>)? ::core::default::Default for $name $(<$lt>)? {
+            #[inline]
             fn default() -> Self {
                 $name { $($field: $default),+ }
             }
         }
 
         impl<'__b $(: $lt)?, $($lt)?> $crate::cbor::Field<'__b> for $name $(<$lt>)? {
+            #[inline]
             fn decode_field(
                 d: &mut $crate::minicbor::Decoder<'__b>,
             ) -> ::core::result::Result<Self, $crate::minicbor::decode::Error> {
@@ -119,6 +123,7 @@ macro_rules! __cbor_map {
                 ::core::result::Result::Ok(value)
             }
 
+            #[inline]
             fn decode_field_in_place(
                 &mut self,
                 d: &mut $crate::minicbor::Decoder<'__b>,
@@ -136,6 +141,7 @@ macro_rules! __cbor_map {
                 ::core::result::Result::Ok(())
             }
 
+            #[inline]
             fn encode_field<W: $crate::minicbor::encode::Write>(
                 &self,
                 e: &mut $crate::minicbor::Encoder<W>,
@@ -186,6 +192,7 @@ macro_rules! __cbor_map {
         [$(($kind:ident $key:literal $field:ident))+]
     ) => {
         impl<'__b $(: $lt)?, $($lt)?> $crate::cbor::Field<'__b> for $name $(<$lt>)? {
+            #[inline]
             fn decode_field(
                 d: &mut $crate::minicbor::Decoder<'__b>,
             ) -> ::core::result::Result<Self, $crate::minicbor::decode::Error> {
@@ -209,6 +216,7 @@ macro_rules! __cbor_map {
                 ::core::result::Result::Ok(value)
             }
 
+            #[inline]
             fn encode_field<W: $crate::minicbor::encode::Write>(
                 &self,
                 e: &mut $crate::minicbor::Encoder<W>,
@@ -272,6 +280,7 @@ macro_rules! __cbor_text_enum {
     ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         impl $name {
             /// The text this value is encoded as.
+            #[inline]
             pub const fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text,)+
@@ -279,6 +288,7 @@ macro_rules! __cbor_text_enum {
             }
 
             /// The value encoded as `text`, if there is one.
+            #[inline]
             pub fn parse(text: &str) -> ::core::option::Option<Self> {
                 match text {
                     $($text => ::core::option::Option::Some($name::$variant),)+
@@ -288,6 +298,7 @@ macro_rules! __cbor_text_enum {
         }
 
         impl<'__b> $crate::cbor::Field<'__b> for $name {
+            #[inline]
             fn decode_field(
                 d: &mut $crate::minicbor::Decoder<'__b>,
             ) -> ::core::result::Result<Self, $crate::minicbor::decode::Error> {
@@ -301,6 +312,7 @@ macro_rules! __cbor_text_enum {
                 })
             }
 
+            #[inline(always)]
             fn encode_field<W: $crate::minicbor::encode::Write>(
                 &self,
                 e: &mut $crate::minicbor::Encoder<W>,
@@ -357,6 +369,7 @@ macro_rules! __cbor_text_enum {
 macro_rules! __cbor_minicbor_impls {
     ($name:ident $(<$lt:lifetime>)?) => {
         impl<$($lt,)? C> $crate::minicbor::Encode<C> for $name $(<$lt>)? {
+            #[inline]
             fn encode<W: $crate::minicbor::encode::Write>(
                 &self,
                 e: &mut $crate::minicbor::Encoder<W>,
@@ -367,6 +380,7 @@ macro_rules! __cbor_minicbor_impls {
         }
 
         impl<'__b $(: $lt)?, $($lt,)? C> $crate::minicbor::Decode<'__b, C> for $name $(<$lt>)? {
+            #[inline]
             fn decode(
                 d: &mut $crate::minicbor::Decoder<'__b>,
                 _: &mut C,
