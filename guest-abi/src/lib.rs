@@ -6,8 +6,18 @@
 //! without an allocator. Two places cannot take a constant and spell the names out as literals —
 //! the guest SDK's `#[link(wasm_import_module = "edgefleet_v1")]` and its
 //! `#[link_section = "edgefleet_abi"]` — and the SDK's tests check those literals against this crate.
+//! The C SDK's headers (`device-modules/c/include`) are checked against it through the modules they
+//! build.
+//!
+//! The same ABI is described in WIT in `docs/guest-abi.wit`, for tools and documentation; with the
+//! `wit` feature, [`wit`] embeds that file and reads it, and the tests here and in the sandbox
+//! worker check that it agrees with [`HOST_FUNCTIONS`] and with the host functions the worker
+//! registers.
 
 #![no_std]
+
+#[cfg(any(test, feature = "wit"))]
+pub mod wit;
 
 /// The guest ABI version: a module declares it in [`ABI_SECTION`] and imports [`HOST_MODULE`].
 ///
@@ -40,7 +50,7 @@ pub const MAX_LOG_LINES: usize = 32;
 pub const MAX_LOG_LINE_BYTES: usize = 512;
 
 /// A WebAssembly value type used by a host function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ValType {
     I32,
     I64,

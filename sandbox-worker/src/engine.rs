@@ -957,3 +957,111 @@ pub fn pin_fault_handlers(artefact: &Path) -> Result<(), EngineError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The host functions the worker registers are the ones `docs/guest-abi.wit` describes: the
+    //! same names in the same import module, with the same core types.
+
+    use edgefleet_guest_abi::wit::{self, CoreFunction};
+
+    use super::*;
+
+    fn string(s: ffi::WasmEdge_String) -> String {
+        // SAFETY: a WasmEdge string points at `Length` bytes, owned by the context it came from.
+        let bytes = unsafe { std::slice::from_raw_parts(s.Buf.cast::<u8>(), s.Length as usize) };
+        String::from_utf8(bytes.to_vec()).expect("UTF-8 names")
+    }
+
+    fn value_types(
+        len: u32,
+        get: impl FnOnce(*mut ffi::WasmEdge_ValType, u32) -> u32,
+    ) -> Vec<ValType> {
+        // SAFETY: plain value constructor, overwritten by `get`.
+        let mut raw = vec![unsafe { ffi::WasmEdge_ValTypeGenI32() }; len as usize];
+        assert_eq!(get(raw.as_mut_ptr(), len), len);
+        raw.into_iter()
+            .map(|t| {
+                // SAFETY: plain value accessors.
+                unsafe {
+                    if ffi::WasmEdge_ValTypeIsI32(t) {
+                        ValType::I32
+                    } else if ffi::WasmEdge_ValTypeIsI64(t) {
+                        ValType::I64
+                    } else {
+                        panic!("a host function with a value type the ABI does not use")
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The functions of an import module as WasmEdge holds them, sorted by name.
+    fn registered(module: *const ffi::WasmEdge_ModuleInstanceContext) -> Vec<CoreFunction> {
+        // SAFETY: the module is live for the call; names and types belong to it and are read only.
+        unsafe {
+            let len = ffi::WasmEdge_ModuleInstanceListFunctionLength(module);
+            let mut names = vec![wasm_string(""); len as usize];
+            assert_eq!(
+                ffi::WasmEdge_ModuleInstanceListFunction(module, names.as_mut_ptr(), len),
+                len
+            );
+            let mut functions: Vec<CoreFunction> = names
+                .into_iter()
+                .map(|name| {
+                    let func = ffi::WasmEdge_ModuleInstanceFindFunction(module, name);
+                    let ty = ffi::WasmEdge_FunctionInstanceGetFunctionType(func);
+                    CoreFunction {
+                        name: string(name),
+                        params: value_types(
+                            ffi::WasmEdge_FunctionTypeGetParametersLength(ty),
+                            |list, len| ffi::WasmEdge_FunctionTypeGetParameters(ty, list, len),
+                        ),
+                        results: value_types(
+                            ffi::WasmEdge_FunctionTypeGetReturnsLength(ty),
+                            |list, len| ffi::WasmEdge_FunctionTypeGetReturns(ty, list, len),
+                        ),
+                    }
+                })
+                .collect();
+            functions.sort();
+            functions
+        }
+    }
+
+    fn module_name(module: *const ffi::WasmEdge_ModuleInstanceContext) -> String {
+        // SAFETY: the module is live; the name belongs to it.
+        string(unsafe { ffi::WasmEdge_ModuleInstanceGetModuleName(module) })
+    }
+
+    #[test]
+    fn the_registered_host_functions_are_the_ones_the_wit_describes() {
+        let document = wit::parse(wit::WIT).unwrap_or_else(|e| panic!("docs/guest-abi.wit: {e}"));
+        let mut described = document
+            .interface("host")
+            .expect("interface host")
+            .functions
+            .clone();
+        described.sort();
+
+        let conf = Configure::new();
+        let mut host = HostState::new(ClassLimits::default(), Vec::new());
+        let memory = MemoryLimits {
+            min_pages: 1,
+            max_pages: 1,
+        };
+        let runtime = build_runtime(&conf, memory, &mut host).expect("the runtime builds");
+        let [env, abi] = runtime.imports[..] else {
+            panic!("two import modules, got {}", runtime.imports.len())
+        };
+        assert_eq!(module_name(abi), format!("edgefleet_v{}", document.major));
+        assert_eq!(registered(abi), described);
+
+        assert_eq!(module_name(env), MEMORY_MODULE);
+        assert_eq!(registered(env), [], "env holds only the memory");
+        // SAFETY: the module is live; a plain lookup.
+        let found =
+            unsafe { ffi::WasmEdge_ModuleInstanceFindMemory(env, wasm_string(MEMORY_NAME)) };
+        assert_eq!(found, runtime.memory);
+    }
+}
