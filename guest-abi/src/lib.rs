@@ -10,9 +10,9 @@
 //! build.
 //!
 //! The same ABI is described in WIT in `docs/guest-abi.wit`, for tools and documentation; with the
-//! `wit` feature, [`wit`] embeds that file and reads it, and the tests here and in the sandbox
-//! worker check that it agrees with [`HOST_FUNCTIONS`] and with the host functions the worker
-//! registers.
+//! `wit` feature, the `wit` module embeds that file and reads it, and the tests here and in the
+//! sandbox worker check that it agrees with [`HOST_FUNCTIONS`] and with the host functions the
+//! worker registers.
 
 #![no_std]
 
