@@ -4,10 +4,10 @@
 //! This file only parses the command line, dispatches to the command group's module and turns
 //! errors into a message and an exit status. Each command group is one module with its arguments
 //! and its `run`: [`keys`] (the controller's signing keys and the agents' trust bundle), [`certs`]
-//! (the development PKI of the brokers' mutual TLS), [`module`] (push and inspect handler
-//! modules, run their test vectors), [`apply`], [`get`] and [`describe`] (the fleet's objects, in
-//! a cluster or on a standalone controller: [`target`] decides which). A new group is a new module
-//! and a new variant of [`Command`].
+//! (the development PKI of the brokers' mutual TLS), [`module`] (create handler crates, push
+//! and inspect handler modules, run their test vectors), [`apply`], [`get`] and [`describe`]
+//! (the fleet's objects, in a cluster or on a standalone controller: [`target`] decides which). A
+//! new group is a new module and a new variant of [`Command`].
 
 // The doc comments of the argument types are the --help text, written for a terminal: `<stem>`
 // there is a placeholder, not HTML.
@@ -118,10 +118,11 @@ enum Command {
     /// and tests; in production issue from your own CAs with the same split.
     #[command(after_long_help = certs::EXAMPLES)]
     Certs(certs::CertsArgs),
-    /// Handler modules: check one as agents do and push it to an OCI registry; inspect one; run
-    /// its test vectors.
+    /// Handler modules: create a handler crate; check a module as agents do and push it to an OCI
+    /// registry; inspect one; run its test vectors.
     ///
-    /// A handler module is a WebAssembly module built for the guest ABI (the edgefleet guest SDK).
+    /// A handler module is a WebAssembly module built for the guest ABI (the edgefleet guest SDK);
+    /// `new` writes a Rust crate to start one from.
     /// In a cluster the controller pulls it from an OCI registry by digest; `push` writes it there
     /// and prints the HandlerModule that pins it. `test` runs the cases a HandlerModule declares in
     /// the sandbox, as the controller does before any node receives the module.

@@ -1,5 +1,5 @@
-//! `edgefleet module push|inspect|test`: handler modules as Wasm OCI artifacts, and their test
-//! vectors (`test`, in [`vectors`]).
+//! `edgefleet module new|push|inspect|test`: a new handler crate from the template (`new`, in
+//! [`new`]), handler modules as Wasm OCI artifacts, and their test vectors (`test`, in [`vectors`]).
 //!
 //! `push` refuses locally what no agent would run: the module goes through the sandbox's own
 //! admission (`edgefleet_sandbox::admission::admit`, the check every agent and the controller run,
@@ -23,6 +23,7 @@ use edgefleet_protocol::manifest::MAX_MODULE_BYTES;
 use edgefleet_protocol::{ClassLimits, GUEST_ABI_VERSION, Sha256Digest};
 use serde::Serialize;
 
+mod new;
 mod vectors;
 
 use crate::output::{Format, indent, table, to_yaml};
@@ -31,6 +32,9 @@ use crate::{Error, program};
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
+  # A new handler crate in ./tank-level, from the SDK's template
+  edgefleet module new tank-level
+
   # Push a module; prints the pinned reference and a HandlerModule to apply
   edgefleet module push thermostat.wasm registry.example.com/edgefleet/thermostat:1.0.0 > thermostat.yaml
 
@@ -56,6 +60,18 @@ pub struct ModuleArgs {
 
 #[derive(Debug, Subcommand)]
 enum ModuleCommand {
+    /// Create a handler crate to start from: a device class's logic and payloads in Rust, its
+    /// wasm32 glue, native tests and a HandlerModule with test vectors.
+    ///
+    /// The crate (in --dir, default ./NAME) is the SDK's template (device-modules/template): an
+    /// alarm with hysteresis on one reading, with its payloads declared with the guest SDK's
+    /// `cbor::map!`. It depends on the guest SDK by path (--sdk, default the one this program was
+    /// built from) and is a workspace of its own, so it builds wherever it is: `cargo test` runs
+    /// its logic natively, `cargo build --release --target wasm32-unknown-unknown` makes the
+    /// module, and `module test handler.yaml` runs its test vectors in the sandbox. The guest
+    /// SDK's README (device-modules/guest/README.md) walks through it.
+    #[command(after_long_help = new::EXAMPLES)]
+    New(new::NewArgs),
     /// Check a module as agents do, push it to an OCI registry, print the HandlerModule for it.
     ///
     /// The module is refused here, with the agents' own message, if admission refuses it (not
@@ -181,6 +197,7 @@ struct InspectArgs {
 /// Runs `edgefleet module …`.
 pub fn run(args: ModuleArgs) -> Result<(), Error> {
     match args.command {
+        ModuleCommand::New(args) => new::run(args),
         ModuleCommand::Push(args) => push(args),
         ModuleCommand::Inspect(args) => inspect(args),
         ModuleCommand::Test(args) => vectors::run(args),

@@ -1,7 +1,11 @@
-//! `edgefleet module push|inspect` on files, without a registry: what admission refuses is refused
-//! before any push, with the agents' own message; inspect says what a module is.
+//! `edgefleet module new|push|inspect` on files, without a registry: `new` writes a handler crate
+//! that passes its native tests, builds for wasm32, is admitted and passes its test vectors in the
+//! sandbox; what admission refuses is refused before any push, with the agents' own message;
+//! inspect says what a module is.
 
 mod support;
+
+use std::path::Path;
 
 use edgefleet_protocol::ClassLimits;
 use edgefleet_protocol::manifest::MAX_MODULE_BYTES;
@@ -167,5 +171,136 @@ fn inspect_shows_what_a_module_is_and_the_verdict() {
         run.stderr.contains("missing.wasm: no such file"),
         "{}",
         run.stderr
+    );
+}
+
+/// Runs cargo (the one running these tests) in `dir` with the crate's own configuration: none of
+/// the flags cargo gave this process, the target directory `target/module-new` of this workspace
+/// (kept between runs, so only the new crate is compiled again).
+fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(dir)
+        .args(args)
+        .arg("--target-dir")
+        .arg(workspace().join("target").join("module-new"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("run cargo");
+    assert!(
+        output.status.success(),
+        "cargo {args:?} in {}:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+#[test]
+fn new_writes_a_handler_crate_that_tests_builds_is_admitted_and_passes_its_vectors() {
+    let worker =
+        Path::new(env!("CARGO_BIN_EXE_edgefleet")).with_file_name("edgefleet-sandbox-worker");
+    assert!(
+        worker.exists(),
+        "{} is not built: run `cargo build -p edgefleet-sandbox-worker` (or the whole `cargo test --workspace`)",
+        worker.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run = edgefleet(
+        dir.path(),
+        &["module", "new", "tank-level", "--dir", "handlers/tank"],
+    )
+    .ok();
+    assert!(
+        run.stdout
+            .starts_with("Created the handler crate tank-level in handlers/tank"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(
+            "module push target/wasm32-unknown-unknown/release/tank_level.wasm REGISTRY/tank-level:0.1.0"
+        ),
+        "{}",
+        run.stdout
+    );
+    let tank = dir.path().join("handlers/tank");
+    for file in [
+        "Cargo.toml",
+        ".cargo/config.toml",
+        "src/lib.rs",
+        "src/guest.rs",
+        "handler.yaml",
+    ] {
+        assert!(tank.join(file).is_file(), "{file}");
+    }
+
+    // What it refuses: a folder in use, a name that makes no crate, a folder that is no SDK.
+    let run = edgefleet(
+        dir.path(),
+        &["module", "new", "tank-level", "--dir", "handlers/tank"],
+    )
+    .fails(1);
+    assert!(
+        run.stderr
+            .contains("handlers/tank exists and is not empty: choose another folder with --dir"),
+        "{}",
+        run.stderr
+    );
+    let run = edgefleet(dir.path(), &["module", "new", "Tank"]).fails(1);
+    assert!(
+        run.stderr.contains("\"Tank\" is not valid"),
+        "{}",
+        run.stderr
+    );
+    let run = edgefleet(dir.path(), &["module", "new", "t2", "--sdk", "handlers"]).fails(1);
+    assert!(
+        run.stderr.contains("handlers is not the guest SDK"),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.path().join("t2").exists());
+
+    // The workspace's lockfile: the crate builds offline with the versions the SDK is tested with.
+    std::fs::copy(workspace().join("Cargo.lock"), tank.join("Cargo.lock")).unwrap();
+    let tests = cargo(&tank, &["test", "--offline"]);
+    let tests = String::from_utf8_lossy(&tests.stdout);
+    assert!(
+        tests.contains("test result: ok. 4 passed"),
+        "the template's native tests:\n{tests}"
+    );
+    cargo(
+        &tank,
+        &[
+            "build",
+            "--offline",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+        ],
+    );
+    let built =
+        workspace().join("target/module-new/wasm32-unknown-unknown/release/tank_level.wasm");
+    let wasm = std::fs::read(&built).unwrap();
+    let admitted = edgefleet_sandbox::admission::admit(&wasm, &ClassLimits::default())
+        .expect("admitted under a class's default limits");
+    assert_eq!(admitted.memory.min_pages, 1);
+    assert!(!admitted.rewritten_memory, "the module imports its memory");
+
+    // Where handler.yaml's spec.file says the module is (the build went to the shared folder).
+    let release = tank.join("target/wasm32-unknown-unknown/release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::copy(&built, release.join("tank_level.wasm")).unwrap();
+    let run = edgefleet(&tank, &["module", "test", "handler.yaml"]).ok();
+    assert!(
+        run.stdout.ends_with("\n3 of 3 test vectors passed\n"),
+        "{}",
+        run.stdout
     );
 }
