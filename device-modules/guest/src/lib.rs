@@ -12,14 +12,16 @@
 //! - [`handler!`], which exports `edgefleet_handle` and declares the ABI version in the
 //!   `edgefleet_abi` custom section;
 //! - [`Reject`], the codes a handler returns when it refuses a message;
-//! - [`cbor`], helpers for the CBOR payloads (text-keyed maps, numbers of any CBOR width), and
-//!   [`minicbor`] itself;
+//! - [`cbor`], the CBOR payloads: [`cbor::map!`] (a struct as a text-keyed map: required, optional
+//!   and defaulted keys, unknown keys skipped, numbers of any CBOR width), [`cbor::text_enum!`], the
+//!   helpers underneath, and [`minicbor`] itself;
 //! - [`window`], a fixed-capacity rolling window of samples for handlers that keep recent readings in
 //!   device state;
 //! - on `wasm32`, the panic handler (a panic becomes a wasm trap, which the agent contains).
 //!
 //! The crate is `no_std` and has no allocator: values are read into caller buffers (usually arrays on
-//! the 16 KiB stack) and encoded into them.
+//! the 16 KiB stack) and encoded into them. `README.md` beside this crate walks through writing,
+//! testing and building a new handler (`edgefleet module new` writes one to start from).
 //!
 //! ```ignore
 //! use edgefleet_guest::{self as guest, Reject};
