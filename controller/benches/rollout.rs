@@ -46,8 +46,6 @@
 //! the class status it computed at the next tick, so the API shows a step's result up to a second
 //! after its assignments went out.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,15 +55,15 @@ use edgefleet_controller::rollout::{Phase, Record};
 use edgefleet_protocol::status::{LinkState, LinkStatus, ModuleStats, OutboxStatus};
 use edgefleet_protocol::{
     Assignment, ClassId, ClassStatus, ModuleRef, NodeId, NodeState, NodeStatus, Rollout,
-    RolloutStage, Sha256Digest, Signed, SigningKey, TrustAnchor,
+    RolloutStage, Sha256Digest, Signed, TrustAnchor,
 };
 use edgefleet_simulators::broker::{self, Broker, BrokerOptions, Shipped};
-use edgefleet_simulators::pki::{Authority, TlsFiles};
+use edgefleet_simulators::pki::Authority;
 use edgefleet_testenv::http::get as http_get;
 use rumqttc::{Event, Incoming, QoS};
 
 mod process;
-use process::{Controller, children_named, cpu_seconds, now_ms, vm_mib};
+use process::{Standalone, children_named, cpu_seconds, now_ms, vm_mib};
 
 const CLOUD_ACL: &str = include_str!("../../brokers/cloud/acl");
 const V1: &str = "thermostat 1.0.0";
@@ -197,29 +195,6 @@ impl Args {
 // ---------------------------------------------------------------------------------------------
 // The objects.
 
-/// A minimal handler (echoes the message back as a command); `build` tells two builds apart.
-fn handler_wasm(build: &str) -> Vec<u8> {
-    wat::parse_str(format!(
-        r#"(module
-  (@custom "edgefleet_abi" "\01\00\00\00")
-  (@custom "edgefleet_bench_build" "{build}")
-  (import "edgefleet_v1" "message" (func $message (param i32 i32) (result i32)))
-  (import "edgefleet_v1" "command" (func $command (param i32 i32)))
-  (import "env" "memory" (memory 1))
-  (func (export "edgefleet_handle") (result i32)
-    (call $command (i32.const 0) (call $message (i32.const 0) (i32.const 65536)))
-    (i32.const 0)))"#
-    ))
-    .expect("the bench's handler assembles")
-}
-
-fn module_object(name: &str, version: &str, file: &str) -> String {
-    format!(
-        "apiVersion: edgefleet.dev/v1alpha1\nkind: HandlerModule\nmetadata:\n  name: {name}\n\
-         spec:\n  module: thermostat\n  version: {version}\n  file: {file}\n"
-    )
-}
-
 /// The class on every node; with `args`' strategy when `staged`.
 fn class_object(module: &str, staged: Option<&Args>) -> String {
     let class = format!(
@@ -239,14 +214,6 @@ fn class_object(module: &str, staged: Option<&Args>) -> String {
          \x20   progressDeadlineSeconds: 600\n",
         args.canary, args.wave_base, args.wave_factor, args.min_interactions, args.bake_s
     )
-}
-
-/// Writes an object file atomically (the controller polls the folder).
-fn write_object(dir: &Path, file: &str, yaml: &str) {
-    let path = dir.join(file);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, yaml).unwrap();
-    std::fs::rename(tmp, path).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,81 +590,16 @@ fn run(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<Report, String>
     let cloud =
         Broker::with_options(BrokerOptions::shipped(authority.clone(), Shipped::Cloud).acl(acl))
             .map_err(|e| format!("the cloud broker: {e}"))?;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    TlsFiles::write(
-        d,
-        "controller",
-        &authority,
-        &authority.client_cert("edgefleet-controller").unwrap(),
-    )
-    .unwrap();
-    let key = SigningKey::generate().unwrap();
-    key.save(&d.join("signing-key.pem")).unwrap();
-    let mut anchor = TrustAnchor::new();
-    anchor.insert(key.verifying_key());
+    let standalone = Standalone::new(&authority);
+    let anchor = standalone.trust();
+    let (v1_wasm, v1) = standalone.handler_module("thermostat-1", "thermostat", "1.0.0");
+    let (v2_wasm, v2) = standalone.handler_module("thermostat-2", "thermostat", "2.0.0");
+    standalone.write_object("modules.yaml", &[v1, v2].join("---\n"));
+    standalone.write_object("class.yaml", &class_object("thermostat-1", None));
 
-    let objects = d.join("objects");
-    std::fs::create_dir_all(&objects).unwrap();
-    let (v1_wasm, v2_wasm) = (handler_wasm("1"), handler_wasm("2"));
-    std::fs::write(objects.join("thermostat-1.wasm"), &v1_wasm).unwrap();
-    std::fs::write(objects.join("thermostat-2.wasm"), &v2_wasm).unwrap();
-    write_object(
-        &objects,
-        "modules.yaml",
-        &[
-            module_object("thermostat-1", "1.0.0", "thermostat-1.wasm"),
-            module_object("thermostat-2", "2.0.0", "thermostat-2.wasm"),
-        ]
-        .join("---\n"),
-    );
-    write_object(&objects, "class.yaml", &class_object("thermostat-1", None));
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let mut controller = Controller(
-        Command::new(env!("CARGO_BIN_EXE_edgefleet-controller"))
-            .arg("run")
-            .arg("--objects")
-            .arg(&objects)
-            .arg("--data-dir")
-            .arg(d.join("controller-data"))
-            .args([
-                "--cloud-broker",
-                &format!("mqtts://127.0.0.1:{}", cloud.port()),
-            ])
-            .arg("--tls-ca")
-            .arg(d.join("controller-ca.crt"))
-            .arg("--tls-cert")
-            .arg(d.join("controller.crt"))
-            .arg("--tls-key")
-            .arg(d.join("controller.key"))
-            .arg("--signing-key")
-            .arg(d.join("signing-key.pem"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("EDGEFLEET_BENCH_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .map_err(|e| format!("the controller does not start: {e}"))?,
-    );
-    let pid = controller.0.id();
     let started = Instant::now();
-    while http_get(port, "/readyz").0 != 200 {
-        if let Some(exited) = controller.exited() {
-            return Err(exited);
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err("the controller is not ready after 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut controller, port) = standalone.start(cloud.port(), &[])?;
+    let pid = controller.0.id();
     eprintln!(
         "== controller ready after {:.1} s; starting {} hollow nodes",
         started.elapsed().as_secs_f64(),
@@ -808,11 +710,7 @@ fn run(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<Report, String>
     let (broker_before, bench_before) = (broker_cpu(), bench_cpu());
     let mut samples = vec![sample(port, pid)];
     let written_ms = now_ms();
-    write_object(
-        &objects,
-        "class.yaml",
-        &class_object("thermostat-2", Some(args)),
-    );
+    standalone.write_object("class.yaml", &class_object("thermostat-2", Some(args)));
     eprintln!("== class switched to v2 with the staged strategy");
     let deadline = Instant::now() + Duration::from_secs(args.deadline_s);
     let mut last_step = String::new();

@@ -1,6 +1,6 @@
 //! The node simulator: hundreds to tens of thousands of **hollow edge agents** on the cloud broker,
 //! to exercise the controller, its rollouts and rollbacks at fleet scale without a WasmEdge
-//! process per node (`edgefleet-sim nodes`, the controller's rollout benchmark, `hollow.rs`).
+//! process per node (`edgefleet-sim nodes`, the controller's fleet benchmark, `hollow.rs`).
 //!
 //! A hollow node is everything an agent is to the cloud, and nothing it is to devices:
 //!
