@@ -4,7 +4,9 @@
 //! [`Simulation::start`] connects the devices of a [`Plan`] (a mix of classes, a rate, bursts,
 //! reconnect storms, misbehaving devices) and runs them until [`Simulation::stop`], which stops
 //! sending, waits for the answers still due (at most [`Plan::drain`]), and returns the
-//! [`Report`]. [`Simulation::snapshot`] reads the counters while it runs.
+//! [`Report`]. [`Simulation::snapshot`] reads the counters while it runs. For a benchmark, the
+//! load can wait until every device is connected ([`Plan::send_once_all_connected`]) and the
+//! latencies can start afresh at the measuring window ([`Simulation::reset_latencies`]).
 //!
 //! Each device is two tasks: one polls its rumqttc event loop (never cancelled mid-poll; it
 //! reconnects after a broker restart or a storm), the other owns the model and the oracle and
@@ -161,6 +163,10 @@ pub struct Plan {
     pub drain: Duration,
     /// Most devices connecting at once (TLS handshakes load the broker).
     pub connect_concurrency: usize,
+    /// Devices send nothing until every device is connected (then each starts at a random point
+    /// of its interval): a benchmark's steady load, without thousands of TLS handshakes beside it.
+    /// Otherwise each device starts sending as soon as it is connected.
+    pub send_once_all_connected: bool,
     pub seed: u64,
 }
 
@@ -179,6 +185,7 @@ impl Default for Plan {
             },
             drain: Duration::from_secs(15),
             connect_concurrency: 64,
+            send_once_all_connected: false,
             seed: 1,
         }
     }
@@ -219,6 +226,8 @@ enum Role {
 /// What the coordinator tells the devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Connecting; no sending until every device is ([`Plan::send_once_all_connected`]).
+    Connecting,
     Running,
     /// No more sending; answers still come in.
     Draining,
@@ -236,6 +245,8 @@ struct Shared {
     burst: watch::Sender<u64>,
     /// Extra messages per device per burst.
     burst_messages: u32,
+    /// Every device, misbehaving ones included.
+    devices: usize,
     /// Devices with no answer still due (while draining).
     settled: AtomicUsize,
     connecting: Semaphore,
@@ -282,6 +293,8 @@ impl Simulation {
             .iter()
             .map(|c| Arc::from(c.config_cbor()))
             .collect();
+        let m = &plan.misbehaviour;
+        let total_devices = plan.devices + m.garbage + m.flooders + m.impostors.min(plan.devices);
         let shared = Arc::new(Shared {
             classes: plan
                 .classes
@@ -289,10 +302,15 @@ impl Simulation {
                 .map(|c| ClassStats::new(c.kind, c.class.clone()))
                 .collect(),
             counters: Counters::default(),
-            phase: watch::Sender::new(Phase::Running),
+            phase: watch::Sender::new(if plan.send_once_all_connected {
+                Phase::Connecting
+            } else {
+                Phase::Running
+            }),
             storm: watch::Sender::new(0),
             burst: watch::Sender::new(0),
             burst_messages: plan.burst.map_or(0, |(messages, _)| messages),
+            devices: total_devices,
             settled: AtomicUsize::new(0),
             connecting: Semaphore::new(plan.connect_concurrency.max(1)),
         });
@@ -310,7 +328,6 @@ impl Simulation {
                 Role::WellBehaved,
             ));
         }
-        let m = &plan.misbehaviour;
         for i in 0..m.garbage {
             specs.push((
                 format!("{}-garbage-{i:03}", plan.prefix),
@@ -413,6 +430,15 @@ impl Simulation {
             self.total_devices,
             self.started.elapsed(),
         )
+    }
+
+    /// Starts the answer latencies afresh: later snapshots and the report give p50, p99 and max
+    /// of the answers received from now on (a benchmark's measuring window, after connecting and
+    /// warming up). Counts are not reset: subtract an earlier snapshot's.
+    pub fn reset_latencies(&self) {
+        for class in &self.shared.classes {
+            class.reset_latency();
+        }
     }
 
     /// Every device disconnects and reconnects within two seconds (as soon as what it sent is
@@ -578,6 +604,12 @@ impl Device {
                     if changed.is_err() || *phase.borrow() == Phase::Stopped {
                         break;
                     }
+                    if *phase.borrow() == Phase::Running {
+                        // Every device is connected: start at a random point of the interval.
+                        next_send = tokio::time::Instant::now()
+                            + self.interval.mul_f64(self.rng.unit());
+                        last_sent = Instant::now();
+                    }
                 }
                 Some(event) = link.recv() => match event {
                     Link::Event(Event::Incoming(Incoming::ConnAck(_))) if fresh => {
@@ -593,7 +625,15 @@ impl Device {
                         drop(permit.take());
                         // Should the connection drop: back off before reconnecting.
                         let _ = hold_tx.send(Duration::from_secs_f64(self.rng.range(0.5, 1.5)));
-                        counters.connected.fetch_add(1, Ordering::Relaxed);
+                        if counters.connected.fetch_add(1, Ordering::Relaxed) + 1 == shared.devices {
+                            shared.phase.send_if_modified(|phase| {
+                                let all = *phase == Phase::Connecting;
+                                if all {
+                                    *phase = Phase::Running;
+                                }
+                                all
+                            });
+                        }
                         let _ = client.try_subscribe(self.down.clone(), QoS::AtLeastOnce);
                     }
                     Link::Event(Event::Incoming(Incoming::SubAck(_))) => subscribed = true,

@@ -75,6 +75,14 @@ impl Histogram {
         None
     }
 
+    /// Forgets every sample (a benchmark's measuring window starts).
+    fn reset(&self) {
+        for bucket in &self.buckets {
+            bucket.store(0, Ordering::Relaxed);
+        }
+        self.max_us.store(0, Ordering::Relaxed);
+    }
+
     fn max_ms(&self) -> Option<f64> {
         let count: u64 = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
         (count > 0).then(|| self.max_us.load(Ordering::Relaxed) as f64 / 1000.0)
@@ -148,6 +156,11 @@ impl ClassStats {
                 detail,
             });
         }
+    }
+
+    /// Latencies from now on only (the counters are kept: compare snapshots for those).
+    pub(super) fn reset_latency(&self) {
+        self.latency.reset();
     }
 
     fn row(&self) -> ClassRow {
@@ -472,6 +485,26 @@ mod tests {
         assert!((p99 - 990.0).abs() / 990.0 < 0.05, "p99 {p99}");
         assert_eq!(h.max_ms(), Some(1000.0));
         assert_eq!(Histogram::new().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn a_reset_keeps_only_later_latencies() {
+        let stats = ClassStats::new(Kind::Thermostat, ClassId::new("thermo").unwrap());
+        for _ in 0..100 {
+            stats.count(
+                "d",
+                Verdict::Answered {
+                    latency_us: 900_000,
+                },
+            );
+        }
+        stats.reset_latency();
+        assert_eq!((stats.row().p50_ms, stats.row().max_ms), (None, None));
+        stats.count("d", Verdict::Answered { latency_us: 2000 });
+        let row = stats.row();
+        assert_eq!(row.answered, 101, "the counters are kept");
+        assert_eq!(row.p99_ms.map(|v| v.round()), Some(2.0));
+        assert_eq!(row.max_ms, Some(2.0));
     }
 
     #[test]
