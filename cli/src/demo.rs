@@ -651,6 +651,24 @@ impl Demo<'_> {
             },
         )
         .await?;
+        // The class status trails the nodes' by a round: wait for it too, so the table agrees.
+        self.until(
+            "every class reports ready",
+            Duration::from_secs(60),
+            || async {
+                target.list::<DeviceClass>().await.is_ok_and(|classes| {
+                    classes.len() == all_classes
+                        && classes.iter().all(|c| {
+                            c.status.as_ref().is_some_and(|s| {
+                                s.conditions
+                                    .iter()
+                                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                        })
+                })
+            },
+        )
+        .await?;
         print!("{}", self.fleet_table(&target).await);
 
         step(

@@ -155,6 +155,17 @@ fn the_demo_rolls_out_thermostat_1_1_with_a_clean_oracle_and_stops_everything() 
     ] {
         assert!(out.contains(expected), "no {expected:?} in:\n{out}");
     }
+    // Before the devices start, the table shows every class ready on every node.
+    let first: Vec<&String> = lines
+        .iter()
+        .skip_while(|l| !l.starts_with("[5/7]"))
+        .take_while(|l| !l.starts_with("[6/7]"))
+        .filter(|l| l.contains("-1.0.0 "))
+        .collect();
+    assert!(
+        first.len() == 4 && first.iter().all(|l| l.contains(" True ")),
+        "{out}"
+    );
     // The final fleet table: three nodes online on 1.1.0, the class's rollout complete.
     let nodes: Vec<&String> = lines
         .iter()
