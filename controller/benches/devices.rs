@@ -61,6 +61,14 @@ cargo bench -p edgefleet-controller --bench devices -- [flags]
   --connect-concurrency N  devices connecting at once (default 128)
 Build the agent first: cargo build --release -p edge-agent -p edgefleet-sandbox-worker";
 
+fn usage_error(message: &str) -> ! {
+    process::usage_error(USAGE, message)
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
+    process::number(USAGE, flag, value)
+}
+
 #[derive(Debug, Clone)]
 struct Args {
     devices: usize,
@@ -85,30 +93,7 @@ impl Args {
             drain_s: 60,
             connect_concurrency: 128,
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
-                None => (arg.clone(), None),
-            };
-            // `cargo bench` passes --bench to every bench binary.
-            if flag == "--bench" {
-                continue;
-            }
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = inline.or_else(|| it.next()).unwrap_or_else(|| {
-                eprintln!("{flag} needs a value\n{USAGE}");
-                std::process::exit(2)
-            });
-            fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-                value.parse().unwrap_or_else(|_| {
-                    eprintln!("{flag}: not a number: {value}\n{USAGE}");
-                    std::process::exit(2)
-                })
-            }
+        for (flag, value) in process::flags(USAGE) {
             fn list(flag: &str, value: &str) -> Vec<u32> {
                 value
                     .split(',')
@@ -125,10 +110,7 @@ impl Args {
                 "--warmup-s" => args.warmup_s = number(&flag, &value),
                 "--drain-s" => args.drain_s = number(&flag, &value),
                 "--connect-concurrency" => args.connect_concurrency = number(&flag, &value),
-                _ => {
-                    eprintln!("unknown flag {flag}\n{USAGE}");
-                    std::process::exit(2)
-                }
+                _ => usage_error(&format!("unknown flag {flag}")),
             }
         }
         if args.devices == 0

@@ -93,14 +93,11 @@ struct Args {
 }
 
 fn usage_error(message: &str) -> ! {
-    eprintln!("{message}\n{USAGE}");
-    std::process::exit(2)
+    process::usage_error(USAGE, message)
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value
-        .parse()
-        .unwrap_or_else(|_| usage_error(&format!("{flag}: not a number: {value}")))
+    process::number(USAGE, flag, value)
 }
 
 fn sizes(flag: &str, value: &str) -> Vec<usize> {
@@ -129,23 +126,7 @@ impl Args {
         if let Ok(value) = std::env::var("EDGEFLEET_BENCH_NODES") {
             args.nodes = sizes("EDGEFLEET_BENCH_NODES", &value);
         }
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
-                None => (arg.clone(), None),
-            };
-            // `cargo bench` passes --bench to every bench binary.
-            if flag == "--bench" {
-                continue;
-            }
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = inline
-                .or_else(|| it.next())
-                .unwrap_or_else(|| usage_error(&format!("{flag} needs a value")));
+        for (flag, value) in process::flags(USAGE) {
             match flag.as_str() {
                 "--nodes" => args.nodes = sizes(&flag, &value),
                 "--rollout-nodes" => args.rollout_nodes = number(&flag, &value),

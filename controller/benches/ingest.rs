@@ -72,6 +72,14 @@ cargo bench -p edgefleet-controller --bench ingest -- [flags]
   --error-pct-per-min P     % of the nodes reporting a new class error per minute (default 1)
 EDGEFLEET_BENCH_LOGS=1 shows the controller's log (warnings).";
 
+fn usage_error(message: &str) -> ! {
+    process::usage_error(USAGE, message)
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
+    process::number(USAGE, flag, value)
+}
+
 #[derive(Debug, Clone)]
 struct Args {
     nodes: Vec<usize>,
@@ -98,30 +106,7 @@ impl Args {
             offline_for_s: 30,
             error_pct_per_min: 1.0,
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
-                None => (arg.clone(), None),
-            };
-            // `cargo bench` passes --bench to every bench binary.
-            if flag == "--bench" {
-                continue;
-            }
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = inline.or_else(|| it.next()).unwrap_or_else(|| {
-                eprintln!("{flag} needs a value\n{USAGE}");
-                std::process::exit(2)
-            });
-            fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-                value.parse().unwrap_or_else(|_| {
-                    eprintln!("{flag}: not a number: {value}\n{USAGE}");
-                    std::process::exit(2)
-                })
-            }
+        for (flag, value) in process::flags(USAGE) {
             match flag.as_str() {
                 "--nodes" => {
                     args.nodes = value.split(',').map(|n| number(&flag, n.trim())).collect()
@@ -134,10 +119,7 @@ impl Args {
                 "--offline-pct-per-min" => args.offline_pct_per_min = number(&flag, &value),
                 "--offline-for-s" => args.offline_for_s = number(&flag, &value),
                 "--error-pct-per-min" => args.error_pct_per_min = number(&flag, &value),
-                _ => {
-                    eprintln!("unknown flag {flag}\n{USAGE}");
-                    std::process::exit(2)
-                }
+                _ => usage_error(&format!("unknown flag {flag}")),
             }
         }
         if args.nodes.contains(&0) || args.interval_s == 0 || args.connections == 0 {

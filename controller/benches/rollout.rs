@@ -87,6 +87,14 @@ cargo bench -p edgefleet-controller --bench rollout -- [flags]
   --deadline-s S         the rollout must complete within S seconds, or the bench fails (default 120)
 EDGEFLEET_BENCH_LOGS=1 shows the controller's log (warnings).";
 
+fn usage_error(message: &str) -> ! {
+    process::usage_error(USAGE, message)
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
+    process::number(USAGE, flag, value)
+}
+
 #[derive(Debug, Clone)]
 struct Args {
     nodes: usize,
@@ -115,30 +123,7 @@ impl Args {
             baseline_s: 5,
             deadline_s: 120,
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
-                None => (arg.clone(), None),
-            };
-            // `cargo bench` passes --bench to every bench binary.
-            if flag == "--bench" {
-                continue;
-            }
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = inline.or_else(|| it.next()).unwrap_or_else(|| {
-                eprintln!("{flag} needs a value\n{USAGE}");
-                std::process::exit(2)
-            });
-            fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-                value.parse().unwrap_or_else(|_| {
-                    eprintln!("{flag}: not a number: {value}\n{USAGE}");
-                    std::process::exit(2)
-                })
-            }
+        for (flag, value) in process::flags(USAGE) {
             match flag.as_str() {
                 "--nodes" => args.nodes = number(&flag, &value),
                 "--interval-ms" => args.interval_ms = number(&flag, &value),
@@ -150,10 +135,7 @@ impl Args {
                 "--bake-s" => args.bake_s = number(&flag, &value),
                 "--baseline-s" => args.baseline_s = number(&flag, &value),
                 "--deadline-s" => args.deadline_s = number(&flag, &value),
-                _ => {
-                    eprintln!("unknown flag {flag}\n{USAGE}");
-                    std::process::exit(2)
-                }
+                _ => usage_error(&format!("unknown flag {flag}")),
             }
         }
         if args.nodes == 0

@@ -13,6 +13,45 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edgefleet_protocol::{SigningKey, TrustAnchor};
 use edgefleet_simulators::pki::{Authority, TlsFiles};
 
+/// A bench's command line as (flag, value) pairs, from `--flag value` or `--flag=value`. Skips the
+/// `--bench` that `cargo bench` passes to every bench binary, prints `usage` and exits on `--help`,
+/// and exits 2 on a flag without a value.
+pub fn flags(usage: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
+            None => (arg.clone(), None),
+        };
+        if flag == "--bench" {
+            continue;
+        }
+        if flag == "--help" || flag == "-h" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        let value = inline
+            .or_else(|| it.next())
+            .unwrap_or_else(|| usage_error(usage, &format!("{flag} needs a value")));
+        pairs.push((flag, value));
+    }
+    pairs
+}
+
+/// Says what is wrong with the command line, then `usage`, and exits 2.
+pub fn usage_error(usage: &str, message: &str) -> ! {
+    eprintln!("{message}\n{usage}");
+    std::process::exit(2)
+}
+
+/// A flag's value as a number, or [`usage_error`].
+pub fn number<T: std::str::FromStr>(usage: &str, flag: &str, value: &str) -> T {
+    value
+        .parse()
+        .unwrap_or_else(|_| usage_error(usage, &format!("{flag}: not a number: {value}")))
+}
+
 /// Linux's USER_HZ: the unit of utime and stime in /proc/<pid>/stat.
 const TICKS_PER_S: f64 = 100.0;
 
