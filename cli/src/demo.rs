@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use edgefleet_controller::resources::{DeviceClass, EdgeNode};
-use edgefleet_device_modules::{Handler, handler_wasm};
+use edgefleet_device_modules::{Handler, handler_wasm, rebuilt};
 use edgefleet_pki::{BrokerKind, FleetPki, Validity};
 use edgefleet_protocol::id::{ClassId, NodeId};
 use edgefleet_protocol::signing::{SigningKey, TrustAnchor};
@@ -288,21 +288,6 @@ fn classes() -> Vec<(Kind, &'static str, Handler, serde_json::Value, u32)> {
             10,
         ),
     ]
-}
-
-/// The same module with a custom section naming its build: another binary, another digest,
-/// the same behaviour.
-fn rebuilt(wasm: &[u8], build: &str) -> Vec<u8> {
-    let name = b"edgefleet_build";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(build.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    // LEB128 of the payload length (under 128 bytes here).
-    out.push(payload.len() as u8);
-    out.extend(payload);
-    out
 }
 
 fn module_object(name: &str, module: &str, version: &str, file: &str) -> String {

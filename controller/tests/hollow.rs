@@ -8,6 +8,7 @@ mod fleet;
 
 use std::time::{Duration, Instant};
 
+use edgefleet_device_modules::rebuilt;
 use edgefleet_protocol::{RolloutStage, TrustAnchor};
 use edgefleet_simulators::nodes::{self, FleetOptions, NodeView};
 use fleet::*;

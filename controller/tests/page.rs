@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use edgefleet_device_modules::rebuilt;
 use edgefleet_protocol::status::{ClassStatus, ErrorReport, LinkState};
 use edgefleet_protocol::{ClassId, NodeId, NodeState, NodeStatus, TopicPayload};
 use fleet::*;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use edgefleet_device_modules::rebuilt;
 use fleet::*;
 use rumqttc::QoS;
 

@@ -38,15 +38,7 @@ fn thermostat() -> Vec<u8> {
 
 /// The thermostat with a custom section added: the same behaviour, another binary (digest).
 fn thermostat_rebuilt() -> Vec<u8> {
-    let mut wasm = thermostat();
-    let name = b"edgefleet-test";
-    let payload = b"v2";
-    wasm.push(0);
-    wasm.push((1 + name.len() + payload.len()) as u8);
-    wasm.push(name.len() as u8);
-    wasm.extend(name);
-    wasm.extend(payload);
-    wasm
+    edgefleet_device_modules::rebuilt(&thermostat(), "v2")
 }
 
 fn runner(artefacts: &std::path::Path) -> Runner {

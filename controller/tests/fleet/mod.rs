@@ -385,20 +385,6 @@ pub fn module_object(name: &str, version: &str, file: &str) -> String {
     )
 }
 
-/// A module with a custom section appended: the same behaviour as another binary (another
-/// version to roll out).
-pub fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"edgefleet_test_build";
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name);
-    section.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    out.push(section.len() as u8);
-    out.extend(section);
-    out
-}
-
 /// A thermostat reading.
 pub fn reading(temp_c: f32) -> Vec<u8> {
     let mut buf = [0u8; 64];

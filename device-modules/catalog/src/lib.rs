@@ -9,6 +9,8 @@
 //!   use; [`HOSTILE`] and [`PROBES`] list them. The hostile modules each break one rule of guest ABI v1 or one class limit; the probes
 //!   observe what the agent gives an interaction (fresh memory and globals, state, the memory rewrite,
 //!   timing). Each file's header comment says what it does and what the agent should answer.
+//! - [`rebuilt`]: a module with a custom section naming a build — another binary and digest, the
+//!   same behaviour: another version to roll out.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -387,6 +389,33 @@ pub fn hostile_wasm(name: &str) -> Vec<u8> {
 /// If `name` is not one of [`PROBES`]. (Every listed module parses: the crate's tests check it.)
 pub fn probe_wasm(name: &str) -> Vec<u8> {
     parse("probes", PROBES, PROBE_SOURCES, name)
+}
+
+/// `wasm` with a custom section `edgefleet_build` holding `build` appended: another binary (another
+/// digest, what a rebuild or a toolchain update produces) with the same behaviour.
+pub fn rebuilt(wasm: &[u8], build: &str) -> Vec<u8> {
+    let name = b"edgefleet_build";
+    let mut payload = Vec::new();
+    leb128(&mut payload, name.len());
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(build.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb128(&mut out, payload.len());
+    out.extend(payload);
+    out
+}
+
+fn leb128(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 fn parse(set: &str, names: &[&str], sources: &[&str], name: &str) -> Vec<u8> {

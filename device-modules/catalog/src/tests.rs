@@ -358,3 +358,25 @@ fn handler_names_and_packages() {
         );
     }
 }
+
+#[test]
+fn a_rebuilt_module_is_another_binary_that_still_parses_with_its_build_named() {
+    let wasm = probe_wasm(PROBES[0]);
+    // A build name long enough that the section's size needs two LEB128 bytes.
+    let build = "b".repeat(200);
+    let again = rebuilt(&wasm, &build);
+    assert_ne!(again, wasm);
+    let sections: Vec<(String, Vec<u8>)> = wasmparser::Parser::new(0)
+        .parse_all(&again)
+        .filter_map(|payload| match payload.expect("the module parses") {
+            wasmparser::Payload::CustomSection(c) => {
+                Some((c.name().to_string(), c.data().to_vec()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sections.contains(&("edgefleet_build".to_string(), build.into_bytes())),
+        "{sections:?}"
+    );
+}
