@@ -138,23 +138,30 @@ fn brokers_listening(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn the_demo_rolls_out_thermostat_1_1_with_a_clean_oracle_and_stops_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, rx) = start(dir.path(), &[]);
+/// Runs the demo in `dir` to its end: it must exit 0, having shown `first`, the rollout
+/// progressing, a clean oracle and the verdict. Its output, as lines and as one text.
+fn run_to_the_end(dir: &Path, extra: &[&str], first: &str) -> (Vec<String>, String) {
+    let (mut child, rx) = start(dir, extra);
     let lines = lines_until_end(&rx, |_| false);
     let status = wait(&mut child);
     let out = lines.join("\n");
     let err = stderr(&mut child);
     assert!(status.success(), "exit {status}:\n{out}\n{err}");
     for expected in [
-        "[7/7]",
+        first,
         "rollout of thermostat 1.1.0: Progressing",
         "oracle: clean",
         "verdict: thermostat 1.1.0 rolled out to every node",
     ] {
         assert!(out.contains(expected), "no {expected:?} in:\n{out}");
     }
+    (lines, out)
+}
+
+#[test]
+fn the_demo_rolls_out_thermostat_1_1_with_a_clean_oracle_and_stops_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, out) = run_to_the_end(dir.path(), &[], "[7/7]");
     // Before the devices start, the table shows every class ready on every node.
     let first: Vec<&String> = lines
         .iter()
@@ -199,20 +206,11 @@ fn printed<'a>(lines: &'a [String], label: &str) -> Option<&'a str> {
 #[test]
 fn the_demo_on_a_real_kube_apiserver_shows_kubectl_get_edgenodes_and_stops_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, rx) = start(dir.path(), &["--kube"]);
-    let lines = lines_until_end(&rx, |_| false);
-    let status = wait(&mut child);
-    let out = lines.join("\n");
-    let err = stderr(&mut child);
-    assert!(status.success(), "exit {status}:\n{out}\n{err}");
-    for expected in [
+    let (lines, out) = run_to_the_end(
+        dir.path(),
+        &["--kube"],
         "[3/7] the controller in cluster mode",
-        "rollout of thermostat 1.1.0: Progressing",
-        "oracle: clean",
-        "verdict: thermostat 1.1.0 rolled out to every node",
-    ] {
-        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
-    }
+    );
     assert!(
         lines
             .iter()
