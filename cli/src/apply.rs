@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::Error;
-use crate::target::{Target, TargetArgs};
+use crate::target::{Applied, Target, TargetArgs};
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
@@ -54,16 +54,21 @@ pub fn run(args: ApplyArgs) -> Result<(), Error> {
     crate::block_on(async {
         let target = Target::connect(&args.target).await?;
         let applied = target.apply(&sources, args.force_conflicts).await?;
-        for object in applied {
-            println!(
-                "{}/{} {}",
-                object.kind.to_lowercase(),
-                object.name,
-                object.result
-            );
-        }
+        print_applied(&applied);
         Ok(())
     })
+}
+
+/// One line per object, as kubectl prints them: `kind/name result`.
+pub fn print_applied(applied: &[Applied]) {
+    for object in applied {
+        println!(
+            "{}/{} {}",
+            object.kind.to_lowercase(),
+            object.name,
+            object.result
+        );
+    }
 }
 
 /// Checks `text` as the standalone controller reads a file of its folder.

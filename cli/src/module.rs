@@ -235,14 +235,7 @@ fn push(args: PushArgs) -> Result<(), Error> {
             let applied = target
                 .apply(&[("the pushed module's HandlerModule".into(), yaml)], false)
                 .await?;
-            for object in applied {
-                println!(
-                    "{}/{} {}",
-                    object.kind.to_lowercase(),
-                    object.name,
-                    object.result
-                );
-            }
+            crate::apply::print_applied(&applied);
             Ok(())
         });
     }
