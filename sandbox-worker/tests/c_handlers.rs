@@ -4,29 +4,17 @@
 //! implementation independent of the C SDK's writer, and compared with a Rust model of the
 //! handler's alarm law.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use edgefleet_device_modules::{CHandler, c_handler_wasm};
 use edgefleet_guest::Reject;
 use edgefleet_protocol::ClassLimits;
-use edgefleet_sandbox::{
-    Interaction, InteractionError, LogLevel, ModuleSpec, Sandbox, SandboxConfig, WorkerCommand,
-    admission,
-};
+use edgefleet_sandbox::{Interaction, InteractionError, LogLevel, ModuleSpec, admission};
 use serde_cbor::Value;
-
-fn sandbox() -> &'static Sandbox {
-    static SANDBOX: OnceLock<(Sandbox, tempfile::TempDir)> = OnceLock::new();
-    let (sandbox, _) = SANDBOX.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_edgefleet-sandbox-worker"));
-        let sandbox =
-            Sandbox::start(SandboxConfig::new(worker, dir.path())).expect("sandbox starts");
-        (sandbox, dir)
-    });
-    sandbox
-}
+use support::sandbox;
 
 fn pressure() -> &'static [u8] {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();

@@ -3,16 +3,15 @@
 //! crates' own payload types and compared with the native logic. This checks the `wasm32` glue that
 //! the handler crates' native unit tests do not compile.
 
-use std::sync::OnceLock;
+mod support;
 
 use edgefleet_device_modules::{Handler, handler_wasm};
 use edgefleet_guest::cbor;
 use edgefleet_guest::minicbor::Encode;
 use edgefleet_protocol::ClassLimits;
-use edgefleet_sandbox::{
-    Interaction, InteractionError, ModuleSpec, Sandbox, SandboxConfig, WorkerCommand, admission,
-};
+use edgefleet_sandbox::{Interaction, InteractionError, ModuleSpec, admission};
 use edgefleet_sandbox_worker::engine::{self, LoadedModule};
+use support::sandbox;
 
 /// One interaction's inputs.
 #[derive(Clone, Default)]
@@ -30,18 +29,6 @@ struct Outputs {
     commands: Vec<Vec<u8>>,
     published: Vec<(String, Vec<u8>)>,
     new_state: Option<Vec<u8>>,
-}
-
-fn sandbox() -> &'static Sandbox {
-    static SANDBOX: OnceLock<(Sandbox, tempfile::TempDir)> = OnceLock::new();
-    let (sandbox, _) = SANDBOX.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_edgefleet-sandbox-worker"));
-        let sandbox =
-            Sandbox::start(SandboxConfig::new(worker, dir.path())).expect("sandbox starts");
-        (sandbox, dir)
-    });
-    sandbox
 }
 
 /// Runs one interaction of `wasm` with `inputs.config` as the class config.
