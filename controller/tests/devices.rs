@@ -86,8 +86,10 @@ fn plan(
     }
 }
 
-async fn fleet_with_four_classes() -> Fleet {
+/// Two nodes running the four classes; `agent_args` go to both agents.
+async fn fleet_with_four_classes(agent_args: &[&str]) -> Fleet {
     let mut fleet = Fleet::new();
+    fleet.agent_args = agent_args.iter().map(|a| a.to_string()).collect();
     let mut objects = String::new();
     for (_, handler, class, config) in classes() {
         let file = format!("{}.wasm", handler.name());
@@ -133,7 +135,7 @@ async fn fleet_with_four_classes() -> Fleet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundreds_of_devices_get_every_answer_once_in_order_despite_bad_neighbours() {
-    let fleet = fleet_with_four_classes().await;
+    let fleet = fleet_with_four_classes(&[]).await;
     let mut plan = plan("sim", 160, &classes());
     plan.rate_per_s = 2.0;
     plan.burst = Some((5, Duration::from_secs(4)));
@@ -222,9 +224,77 @@ async fn hundreds_of_devices_get_every_answer_once_in_order_despite_bad_neighbou
     assert!(shed > 0.0, "no over-budget shedding counted");
 }
 
+/// What one agent's `/metrics` says, summed over the fleet's agents.
+fn agents_metric(fleet: &Fleet, name: &str, labels: &[&str]) -> f64 {
+    fleet
+        .nodes
+        .values()
+        .map(|n| {
+            let (_, body) = edgefleet_testenv::http::get(n.http_port, "/metrics");
+            edgefleet_testenv::http::metric(&body, name, labels)
+        })
+        .sum()
+}
+
+/// Bursts far beyond what the agents hold (an intake of 64 messages, so it is pressed at 32): the
+/// device link stops reading and the broker keeps the rest, so every message is still answered,
+/// once and in order, without a message shed for load or a reconnect for redelivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_far_behind_hold_the_broker_back_and_still_answer_everything_once_in_order() {
+    let fleet = fleet_with_four_classes(&["--intake-max-messages", "64", "--workers", "1"]).await;
+    let mut plan = plan("load", 160, &classes());
+    plan.rate_per_s = 4.0;
+    // Within the per-device share (a quarter of the intake: 16), far beyond the intake together.
+    plan.burst = Some((8, Duration::from_secs(2)));
+    plan.drain = Duration::from_secs(60);
+    let simulation = Simulation::start(plan, connect(&fleet)).expect("the plan is valid");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while simulation.snapshot().connected < 160 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "devices did not connect: {:?}",
+            simulation.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Until the agents have stopped reading a good number of times.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while agents_metric(&fleet, "edgefleet_agent_device_reads_paused_total", &[]) < 20.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agents never fell behind: {:?}",
+            simulation.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = simulation.stop().await;
+    let table = report.table();
+    println!("{table}");
+    assert!(report.clean(), "the oracle found failures:\n{table}");
+    for class in &report.at_end.classes {
+        assert!(class.sent > 0, "{table}");
+        assert_eq!(
+            class.answered + class.silent,
+            class.sent,
+            "{}: {table}",
+            class.class
+        );
+    }
+    for reason in ["full", "held", "backlog", "over_budget"] {
+        let label = format!("reason=\"{reason}\"");
+        let shed = agents_metric(&fleet, "edgefleet_agent_shed_messages_total", &[&label]);
+        assert_eq!(shed, 0.0, "messages shed as {reason}: {table}");
+    }
+    let redeliveries = agents_metric(&fleet, "edgefleet_agent_redeliveries_total", &[]);
+    assert_eq!(redeliveries, 0.0, "reconnects for redelivery: {table}");
+    let dropped = agents_metric(&fleet, "edgefleet_agent_commands_dropped_total", &[]);
+    assert_eq!(dropped, 0.0, "commands dropped: {table}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_oracle_catches_answers_that_differ_from_the_handler() {
-    let fleet = fleet_with_four_classes().await;
+    let fleet = fleet_with_four_classes(&[]).await;
     // The oracle is told the thermostat's setpoint is 25 °C; the class says 21 °C.
     let mut configs = classes();
     configs.truncate(1);

@@ -133,7 +133,10 @@ pub async fn run(
     device_subscriptions.add(topic::ALL_DEVICES_UP_FILTER.to_string());
     let interactions = Interactions::new(
         ctx.clone(),
-        IntakeLimits::default(),
+        IntakeLimits {
+            max_messages: config.intake_max_messages,
+            ..IntakeLimits::default()
+        },
         config.max_payload_bytes,
     );
 
@@ -169,6 +172,7 @@ pub async fn run(
             max_incoming_bytes: MAX_UPLINK_PACKET_BYTES,
             max_outgoing_bytes: MAX_UPLINK_PACKET_BYTES,
             manual_acks: false,
+            pressure: None,
         },
         // Assignments and module chunks are retained: one dropped here comes again after the
         // reconnect that the assignment task asks for when it sees the overflow.
@@ -202,6 +206,7 @@ pub async fn run(
             max_incoming_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
             max_outgoing_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
             manual_acks: true,
+            pressure: Some(interactions.pressure()),
         },
         Box::new(move |publish| sink.offer(publish)),
         None,

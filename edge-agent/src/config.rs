@@ -12,6 +12,8 @@ use clap::Parser;
 use edgefleet_protocol::id::NodeId;
 use serde::Deserialize;
 
+use crate::intake::IntakeLimits;
+
 /// The edgefleet edge agent: runs device-class handler modules for the devices of this node.
 ///
 /// Devices publish to a device broker; every message runs the class's Wasm handler in a fresh
@@ -60,6 +62,11 @@ pub struct Cli {
     /// many seconds, or host faults keep devices waiting for redelivery that long.
     #[arg(long, env = "EDGEFLEET_STALL_AFTER_S")]
     pub stall_after_s: Option<u64>,
+    /// Device messages held at most (waiting or being handled; at least 16, default 16384). At half
+    /// of it the agent stops reading from the device broker until it is back under a quarter: the
+    /// broker keeps the rest, in order. Memory is about 1 KiB per message plus its payload.
+    #[arg(long, env = "EDGEFLEET_INTAKE_MAX_MESSAGES")]
+    pub intake_max_messages: Option<usize>,
 }
 
 /// The TOML file: every field optional.
@@ -79,6 +86,7 @@ struct FileConfig {
     worker_binary: Option<PathBuf>,
     status_interval_s: Option<u64>,
     stall_after_s: Option<u64>,
+    intake_max_messages: Option<usize>,
     max_payload_bytes: Option<usize>,
     outbox_max_entries: Option<u64>,
     outbox_max_bytes: Option<u64>,
@@ -110,6 +118,8 @@ pub struct AgentConfig {
     pub status_interval: Duration,
     /// The readiness bound on a message's wait (see [`crate::health`]).
     pub stall_after: Duration,
+    /// The intake's message bound (see [`crate::intake`]).
+    pub intake_max_messages: usize,
     pub max_payload_bytes: usize,
     pub outbox_max_entries: u64,
     pub outbox_max_bytes: u64,
@@ -246,6 +256,11 @@ impl AgentConfig {
                     .unwrap_or(30)
                     .max(1),
             ),
+            intake_max_messages: cli
+                .intake_max_messages
+                .or(file.intake_max_messages)
+                .unwrap_or(IntakeLimits::default().max_messages)
+                .max(16),
             max_payload_bytes: file
                 .max_payload_bytes
                 .unwrap_or(64 * 1024)

@@ -20,8 +20,10 @@
 //!   acknowledged, dropped and counted, and no other device pays for it.
 //!   **QoS 0 is best effort and shed first**: a QoS 0 message is taken only while the device has
 //!   fewer than [`IntakeLimits::qos0_per_device`] waiting and the intake is less than half full.
-//!   A QoS 1 message that does not fit in the intake is shed as [`Shed::Full`]: it is *not*
-//!   acknowledged (it is not the device's fault), and the caller has the broker deliver it again later.
+//!   At half full the intake is [pressed](Intake::is_pressed): the device link stops reading until
+//!   it is [eased](Intake::is_eased) (under a quarter), and the broker keeps the rest. A QoS 1 message
+//!   that still does not fit is shed as [`Shed::Full`]: it is *not* acknowledged (it is not the
+//!   device's fault), and the caller has the broker deliver it again later.
 //! * **Order across host faults.** When a host-side fault leaves a device's message unacknowledged,
 //!   [`Intake::hold`] drops that device's waiting QoS 1 messages (also unacknowledged) and sheds its
 //!   new ones as [`Shed::Held`] until [`Intake::resume`] (called on the reconnect that makes the
@@ -260,8 +262,7 @@ impl<K: Clone + Eq + Hash, M> Intake<K, M> {
             }
         }
         let limits = self.limits;
-        let half_full =
-            self.messages * 2 >= limits.max_messages || self.bytes * 2 >= limits.max_bytes;
+        let half_full = self.is_pressed();
         let full =
             self.messages >= limits.max_messages || self.bytes + envelope.bytes > limits.max_bytes;
         let entry = self
@@ -438,6 +439,19 @@ impl<K: Clone + Eq + Hash, M> Intake<K, M> {
         }
     }
 
+    /// Whether the device link should stop reading: half of the messages or bytes allowed are
+    /// here. The other half takes what is read before the link stops, so [`Shed::Full`] stays a last
+    /// resort.
+    pub fn is_pressed(&self) -> bool {
+        self.messages * 2 >= self.limits.max_messages || self.bytes * 2 >= self.limits.max_bytes
+    }
+
+    /// Whether it may read again: under a quarter of both (the gap keeps it from toggling on every
+    /// message).
+    pub fn is_eased(&self) -> bool {
+        self.messages * 4 < self.limits.max_messages && self.bytes * 4 < self.limits.max_bytes
+    }
+
     pub fn depth(&self) -> IntakeDepth {
         IntakeDepth {
             messages: self.messages,
@@ -605,6 +619,51 @@ mod tests {
         assert_eq!(full, Offered::Shed(Shed::Full));
         assert!(!Shed::Full.acks());
         assert_eq!(intake.depth().messages, 8);
+    }
+
+    #[test]
+    fn the_intake_presses_at_half_full_and_eases_under_a_quarter() {
+        let now = Instant::now();
+        let mut intake = Intake::new(IntakeLimits {
+            max_messages: 16,
+            max_per_device: 100,
+            ..IntakeLimits::default()
+        });
+        let mut pressed_at = None;
+        for i in 0..8u16 {
+            assert!(!intake.is_pressed(), "pressed at {i} messages");
+            let device = ["a", "b", "c", "d"][usize::from(i % 4)];
+            intake.offer(device, qos1(i + 1), u32::from(i), GENEROUS, now);
+            if intake.is_pressed() {
+                pressed_at = Some(intake.depth().messages);
+            }
+        }
+        assert_eq!(pressed_at, Some(8));
+        assert!(!intake.is_eased());
+        // Draining: still not eased at a quarter, eased under it.
+        let mut eased_at = None;
+        while eased_at.is_none() {
+            let round = intake.take_round(1, now);
+            let Some(taken) = round.first() else { break };
+            intake.finish(&taken.device, taken.envelope, true);
+            if intake.is_eased() {
+                eased_at = Some(intake.depth().messages);
+            }
+        }
+        assert_eq!(eased_at, Some(3));
+        assert!(!intake.is_pressed());
+
+        // Bytes count too.
+        let mut by_bytes = Intake::new(IntakeLimits {
+            max_bytes: 100,
+            ..IntakeLimits::default()
+        });
+        let big = Envelope {
+            bytes: 50,
+            ..qos1(1)
+        };
+        by_bytes.offer("a", big, 0u32, GENEROUS, now);
+        assert!(by_bytes.is_pressed());
     }
 
     #[test]

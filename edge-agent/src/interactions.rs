@@ -31,8 +31,11 @@
 //! or skips when the sandbox is busy, and nothing it produces is committed or sent.
 //!
 //! **Fairness and bounds** are the [`Intake`]'s (see there): the polling task only offers and never
-//! waits, so no lane can stall the link and the link cannot stall a lane. Lanes wait on the sandbox,
-//! the store and `Link::command` (bounded by a timeout), never on the intake.
+//! waits, so no lane can stall the link and the link cannot stall a lane. Lanes wait on the sandbox
+//! and the store, never on the intake nor on the link (`Link::command` and `Link::ack` queue replies
+//! that the polling task writes). **Backpressure**: while the intake is half full the device link
+//! stops reading (`Pressure`), so under overload the broker keeps what the node cannot take yet, in
+//! order; nothing is shed or redelivered for load alone, and `Shed::Full` is a last resort.
 //!
 //! **QoS 0** device messages are best effort: shed first when the node is busy, not redelivered
 //! after a host fault (the broker keeps no copy), counted either way.
@@ -65,7 +68,7 @@ use crate::events::report_traffic;
 use crate::fallback;
 use crate::health::Observations;
 use crate::intake::{Budget, Envelope, Intake, IntakeLimits, Offered, Shed, Taken};
-use crate::link::Link;
+use crate::link::{Link, Pressure};
 use crate::metrics::{InteractionLabels, ReasonLabels};
 use crate::shadow;
 use crate::store::OutboxEntry;
@@ -108,6 +111,8 @@ pub struct Interactions {
     closing: AtomicBool,
     /// Set while a shadow batch runs (`shadow::run_beside`: one at a time).
     shadow_busy: Arc<AtomicBool>,
+    /// Stops the device link reading while the intake is pressed (see `link`'s backpressure).
+    pressure: Arc<Pressure>,
 }
 
 /// A message of a round with its verdict and the class version that judged it.
@@ -135,7 +140,13 @@ impl Interactions {
             max_payload_bytes,
             closing: AtomicBool::new(false),
             shadow_busy: Arc::new(AtomicBool::new(false)),
+            pressure: Arc::new(Pressure::default()),
         })
+    }
+
+    /// What the device link watches to stop reading while the intake is pressed.
+    pub fn pressure(&self) -> Arc<Pressure> {
+        self.pressure.clone()
     }
 
     /// The device link that delivers messages here (set once, right after it starts).
@@ -229,7 +240,7 @@ impl Interactions {
                 state.intake.hold(&key);
                 self.note_held();
             }
-            self.update_gauges(&state);
+            self.intake_changed(&state);
             offered
         };
         match offered {
@@ -344,7 +355,7 @@ impl Interactions {
             let mut state = self.lock_state();
             self.resume_on_new_connection(&mut state);
             state.intake.forget_idle(now);
-            self.update_gauges(&state);
+            self.intake_changed(&state);
             let (waiting, in_lane) = state.intake.oldest();
             (waiting, in_lane, state.intake.any_held())
         };
@@ -460,7 +471,7 @@ impl Interactions {
                         }
                         .to_string();
                         for command in commands {
-                            if let Err(e) = link.command(topic.clone(), command.clone()).await {
+                            if let Err(e) = link.command(topic.clone(), command.clone()) {
                                 self.ctx.metrics.commands_dropped.inc();
                                 tracing::warn!(device = %taken.device.1, "command not sent: {e}");
                             }
@@ -498,7 +509,7 @@ impl Interactions {
             let acked = !matches!(verdict, Verdict::HostFault { .. });
             state.intake.finish(&taken.device, taken.envelope, acked);
         }
-        self.update_gauges(&state);
+        self.intake_changed(&state);
         let ready = state.intake.has_ready();
         drop(state);
         if !held.is_empty() {
@@ -766,7 +777,16 @@ impl Interactions {
             .get_or_insert_with(Instant::now);
     }
 
-    fn update_gauges(&self, state: &IntakeState) {
+    /// After any change to the intake: the link's pressure and the gauges.
+    fn intake_changed(&self, state: &IntakeState) {
+        if state.intake.is_pressed() {
+            if !self.pressure.is_held() {
+                self.ctx.metrics.reads_paused.inc();
+            }
+            self.pressure.hold();
+        } else if state.intake.is_eased() {
+            self.pressure.ease();
+        }
         let depth = state.intake.depth();
         let metrics = &self.ctx.metrics;
         metrics.queue_depth.set(depth.messages as i64);

@@ -18,6 +18,22 @@
 //! doubling while faults keep coming — so it comes back instead of blocking the broker's in-flight
 //! window for good.
 //!
+//! **Replies: commands and acknowledgements** (device link). [`Link::command`] and [`Link::ack`]
+//! never wait: they queue a reply, and the polling task writes every queued reply between two
+//! polls, in order, with one flush for the batch (rumqttc alone writes one request per poll and only
+//! when its select picks the request branch, which under load lets acks fall behind reads). An
+//! acknowledgement never overtakes the commands queued before it, so a message is acked only once
+//! its commands are on the wire. Commands are limited to [`COMMAND_WINDOW`] unacknowledged at a time
+//! (rumqttc's packet ids must not collide); acknowledgements queued when a connection drops are
+//! dropped with it (the broker delivers those messages again, see `Offered::AlreadyDone`), commands
+//! are kept and go out on the next connection.
+//!
+//! **Backpressure** (device link). While the receiver is full ([`Pressure::hold`]) the polling task
+//! stops reading from the broker — it still writes replies, so the receiver keeps draining — until
+//! [`Pressure::ease`]. TCP then pushes back on the broker, which keeps the messages, in order, and
+//! nothing is shed or redelivered for load alone. Once per [`MAX_PAUSE`] it polls anyway, so a
+//! receiver that never eases cannot silence the connection.
+//!
 //! **Tracked publishes and packet ids** (uplink). The publisher must know which outbox entry a PUBACK
 //! acknowledges. The polling task itself assigns the packet id of every tracked publish (from a
 //! free list of [`OUTBOUND_WINDOW`] ids, reused only after their PUBACK) and hands it to rumqttc
@@ -31,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, LastWill, MqttOptions,
-    NetworkOptions, Publish, QoS, Request, TlsConfiguration, Transport,
+    NetworkOptions, PubAck, Publish, QoS, Request, StateError, TlsConfiguration, Transport,
 };
 use tokio::sync::{Notify, watch};
 
@@ -44,8 +60,17 @@ pub const OUTBOUND_WINDOW: u16 = 64;
 pub const REDELIVERY_SPACING: Duration = Duration::from_secs(2);
 /// Longest time between them while host-side faults go on.
 const MAX_REDELIVERY_SPACING: Duration = Duration::from_secs(60);
-/// How long [`Link::command`] waits for room in the client's request queue.
+/// How long a request to the client waits for room in its queue, and shutdown for the replies.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands written and not yet acknowledged by the broker, at most. rumqttc gets twice as many
+/// packet ids, so subscriptions taking ids from the same sequence cannot make a command collide
+/// with one still in flight.
+pub const COMMAND_WINDOW: u16 = 1024;
+/// Replies queued at most; beyond it a command is dropped (counted by the caller) and an ack is
+/// left for redelivery. The intake's bound keeps the queue far below it.
+const MAX_REPLIES: usize = 1 << 18;
+/// Longest stretch without a poll while the receiver holds the link (see "Backpressure").
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Requests (commands, acks) queued for the polling task, at most.
 const REQUEST_QUEUE: usize = 4096;
 /// A filter no one subscribes to: unsubscribing from it wakes an idle event loop (see `Outbound`).
@@ -72,6 +97,33 @@ pub struct LinkSettings {
     pub max_outgoing_bytes: usize,
     /// Acknowledge incoming QoS 1 messages only when [`Link::ack`] is called.
     pub manual_acks: bool,
+    /// The receiver's way to stop the link reading while it catches up.
+    pub pressure: Option<Arc<Pressure>>,
+}
+
+/// A receiver telling its link to stop reading (see "Backpressure" in the module documentation).
+#[derive(Debug, Default)]
+pub struct Pressure {
+    held: AtomicBool,
+    eased: Notify,
+}
+
+impl Pressure {
+    /// Stop reading: the receiver is full.
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::Release);
+    }
+
+    /// Read again.
+    pub fn ease(&self) {
+        if self.held.swap(false, Ordering::AcqRel) {
+            self.eased.notify_one();
+        }
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
 }
 
 /// The filters a link subscribes to, shared with whoever adds classes or modules at run time.
@@ -120,8 +172,8 @@ pub struct LinkCondition {
 pub enum LinkError {
     #[error("the {link} link's request queue stayed full for {COMMAND_TIMEOUT:?}")]
     Timeout { link: &'static str },
-    #[error("the {link} link's request queue is full")]
-    Full { link: &'static str },
+    #[error("the {link} link has {MAX_REPLIES} replies waiting")]
+    TooManyReplies { link: &'static str },
     #[error("the {link} link refused the request: {detail}")]
     Refused { link: &'static str, detail: String },
 }
@@ -135,6 +187,7 @@ pub struct Link {
     reconnects: Arc<AtomicU64>,
     redelivery: Arc<Redelivery>,
     outbound: Option<Arc<Outbound>>,
+    replies: Arc<Replies>,
 }
 
 /// What the polling task does with an incoming message. It runs on the polling task: it must decide
@@ -159,7 +212,7 @@ impl Link {
             .set_clean_session(!settings.persistent_session)
             .set_manual_acks(settings.manual_acks)
             .set_max_packet_size(settings.max_incoming_bytes, settings.max_outgoing_bytes)
-            .set_inflight(100);
+            .set_inflight(2 * COMMAND_WINDOW);
         if let Some(will) = settings.last_will.clone() {
             options.set_last_will(will);
         }
@@ -185,35 +238,32 @@ impl Link {
             reconnects: Arc::new(AtomicU64::new(0)),
             redelivery: Arc::new(Redelivery::default()),
             outbound,
+            replies: Arc::new(Replies::default()),
         };
-        tokio::spawn(poll(
-            settings,
-            eventloop,
-            sink,
-            state_tx,
-            link.reconnects.clone(),
-            link.redelivery.clone(),
-            link.outbound.clone(),
-        ));
+        let shared = Shared {
+            state: state_tx,
+            reconnects: link.reconnects.clone(),
+            redelivery: link.redelivery.clone(),
+            outbound: link.outbound.clone(),
+            replies: link.replies.clone(),
+        };
+        tokio::spawn(poll(settings, eventloop, sink, shared));
         link
     }
 
-    /// Publishes a command to a device (QoS 1), waiting at most a few seconds for room in the queue.
-    pub async fn command(&self, topic: String, payload: Vec<u8>) -> Result<(), LinkError> {
-        let request = self.client.publish(topic, QoS::AtLeastOnce, false, payload);
-        match tokio::time::timeout(COMMAND_TIMEOUT, request).await {
-            Ok(result) => result.map_err(|e| self.refused(e)),
-            Err(_) => Err(LinkError::Timeout { link: self.name }),
-        }
+    /// Queues a command to a device (QoS 1), written before any ack queued after it. Never waits.
+    pub fn command(&self, topic: String, payload: Vec<u8>) -> Result<(), LinkError> {
+        let publish = Publish::new(topic, QoS::AtLeastOnce, payload);
+        self.replies.push(Reply::Command(publish), self.name)
     }
 
-    /// Acknowledges an incoming QoS 1 message (manual-ack links). Never waits: when the queue is
-    /// full the message stays unacknowledged and comes again after a reconnect.
+    /// Queues the acknowledgement of an incoming QoS 1 message (manual-ack links). Never waits:
+    /// when it cannot be queued the message stays unacknowledged and comes again after a reconnect.
     pub fn ack(&self, publish: &Publish) -> Result<(), LinkError> {
-        self.client.try_ack(publish).map_err(|e| match e {
-            rumqttc::ClientError::TryRequest(_) => LinkError::Full { link: self.name },
-            e => self.refused(e),
-        })
+        if publish.qos == QoS::AtMostOnce {
+            return Ok(());
+        }
+        self.replies.push(Reply::Ack(publish.pkid), self.name)
     }
 
     /// Publishes a retained QoS 0 message (the node status): lost ones are replaced by the next.
@@ -252,8 +302,20 @@ impl Link {
         let _ = self.client.try_unsubscribe(WAKE_FILTER);
     }
 
-    /// Disconnects cleanly (at shutdown).
+    /// Disconnects cleanly (at shutdown), once the queued replies are written (a few seconds at
+    /// most).
     pub async fn disconnect(&self) {
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            // Created before the check, so a batch written in between still wakes it.
+            let written = self.replies.written.notified();
+            if self.replies.is_empty() || !self.is_connected() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, written).await.is_err() {
+                break;
+            }
+        }
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.client.disconnect()).await;
     }
 
@@ -297,6 +359,105 @@ impl Link {
             detail: e.to_string(),
         }
     }
+}
+
+/// Replies waiting for the polling task, in the order they were made.
+#[derive(Debug, Default)]
+struct Replies {
+    queue: Mutex<VecDeque<Reply>>,
+    /// Woken when a reply is queued.
+    ready: Notify,
+    /// Woken (all waiters) after each batch written.
+    written: Notify,
+}
+
+#[derive(Debug)]
+enum Reply {
+    Command(Publish),
+    /// The packet id of the message acknowledged.
+    Ack(u16),
+}
+
+impl Replies {
+    fn push(&self, reply: Reply, link: &'static str) -> Result<(), LinkError> {
+        let mut queue = self.lock();
+        if queue.len() >= MAX_REPLIES {
+            return Err(LinkError::TooManyReplies { link });
+        }
+        queue.push_back(reply);
+        drop(queue);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The next reply that may go out: an ack always, a command while fewer than
+    /// [`COMMAND_WINDOW`] are in flight. Nothing passes a command that must wait.
+    fn next(&self, commands_in_flight: usize) -> Option<Reply> {
+        let mut queue = self.lock();
+        match queue.front()? {
+            Reply::Command(_) if commands_in_flight >= usize::from(COMMAND_WINDOW) => None,
+            _ => queue.pop_front(),
+        }
+    }
+
+    /// The connection dropped: its acks go with it (the broker delivers those messages again and
+    /// an ack from the old connection could meet a packet id reused since); commands stay.
+    fn connection_lost(&self) {
+        self.lock().retain(|reply| matches!(reply, Reply::Command(_)));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Reply>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the polling task shares with the [`Link`] handles.
+struct Shared {
+    state: watch::Sender<LinkCondition>,
+    reconnects: Arc<AtomicU64>,
+    redelivery: Arc<Redelivery>,
+    outbound: Option<Arc<Outbound>>,
+    replies: Arc<Replies>,
+}
+
+/// Writes the replies that may go out now, then flushes once. Returns how many commands it wrote.
+async fn write_replies(
+    eventloop: &mut EventLoop,
+    replies: &Replies,
+    commands_in_flight: usize,
+) -> Result<usize, StateError> {
+    let mut written = 0;
+    let mut commands = 0;
+    while eventloop.state.collision.is_none() {
+        let Some(reply) = replies.next(commands_in_flight + commands) else {
+            break;
+        };
+        let request = match reply {
+            Reply::Command(publish) => {
+                commands += 1;
+                Request::Publish(publish)
+            }
+            Reply::Ack(pkid) => Request::PubAck(PubAck::new(pkid)),
+        };
+        let Some(network) = eventloop.network.as_mut() else {
+            return Err(StateError::ConnectionAborted);
+        };
+        if let Some(packet) = eventloop.state.handle_outgoing_packet(request)? {
+            network.write(packet).await?;
+        }
+        written += 1;
+    }
+    if written > 0 {
+        if let Some(network) = eventloop.network.as_mut() {
+            network.flush().await?;
+        }
+        replies.written.notify_waiters();
+    }
+    Ok(commands)
 }
 
 /// The redelivery request flag and its spacing.
@@ -429,22 +590,29 @@ async fn poll(
     settings: LinkSettings,
     mut eventloop: EventLoop,
     mut sink: MessageSink,
-    state: watch::Sender<LinkCondition>,
-    reconnects: Arc<AtomicU64>,
-    redelivery: Arc<Redelivery>,
-    outbound: Option<Arc<Outbound>>,
+    shared: Shared,
 ) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    let Shared {
+        state,
+        reconnects,
+        redelivery,
+        outbound,
+        replies,
+    } = shared;
     let mut backoff = FIRST_BACKOFF;
     let mut redelivery_spacing = REDELIVERY_SPACING;
     let mut last_redelivery: Option<Instant> = None;
     let mut connected = false;
+    let mut commands_in_flight = 0usize;
+    let mut last_poll = Instant::now();
     loop {
         if state.is_closed() {
             // Every handle is gone: the agent stopped.
             return;
         }
+        let mut failure = None;
         if connected {
             if let Some(outbound) = &outbound {
                 outbound.hand_over(&mut eventloop.pending);
@@ -470,6 +638,7 @@ async fn poll(
                     // Commands in flight stay in rumqttc's pending queue and go out again on the resumed
                     // session (at least once).
                     eventloop.clean();
+                    replies.connection_lost();
                     connected = false;
                     if let Some(outbound) = &outbound {
                         outbound.disconnected();
@@ -478,8 +647,46 @@ async fn poll(
                     continue;
                 }
             }
+            match write_replies(&mut eventloop, &replies, commands_in_flight).await {
+                Ok(commands) => {
+                    commands_in_flight += commands;
+                    // rumqttc reports each written packet as an event; nothing here needs them, and
+                    // left in its buffer they would be handed out one poll at a time before it
+                    // reads from the network again.
+                    eventloop
+                        .state
+                        .events
+                        .retain(|event| matches!(event, Event::Incoming(_)));
+                }
+                Err(e) => failure = Some(e.to_string()),
+            }
+            let held = settings.pressure.as_ref().filter(|p| p.is_held());
+            if let (None, Some(pressure)) = (&failure, held)
+                && eventloop.state.events.is_empty()
+            {
+                let resume_at = last_poll + MAX_PAUSE;
+                if Instant::now() < resume_at {
+                    tokio::select! {
+                        _ = pressure.eased.notified() => {}
+                        _ = replies.ready.notified() => {}
+                        _ = tokio::time::sleep_until(resume_at.into()) => {}
+                    }
+                    continue;
+                }
+            }
         }
-        let event = eventloop.poll().await;
+        let event = match failure {
+            Some(reason) => {
+                // The same recovery as a failed poll: what rumqttc had in flight goes out again on
+                // the next connection.
+                eventloop.clean();
+                Err(reason)
+            }
+            None => {
+                last_poll = Instant::now();
+                eventloop.poll().await.map_err(|e| e.to_string())
+            }
+        };
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack)))
                 if ack.code == ConnectReturnCode::Success =>
@@ -497,6 +704,12 @@ async fn poll(
                             )));
                     }
                 }
+                // rumqttc sends these again itself, before anything new.
+                commands_in_flight = eventloop
+                    .pending
+                    .iter()
+                    .filter(|r| matches!(r, Request::Publish(p) if p.qos != QoS::AtMostOnce))
+                    .count();
                 connected = true;
                 if let Some(outbound) = &outbound {
                     outbound.connected();
@@ -511,14 +724,15 @@ async fn poll(
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => sink(publish),
             Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                commands_in_flight = commands_in_flight.saturating_sub(1);
                 if let Some(outbound) = &outbound {
                     outbound.acked(ack.pkid);
                 }
             }
             Ok(_) => {}
-            Err(e) => {
-                let reason = e.to_string();
+            Err(reason) => {
                 connected = false;
+                replies.connection_lost();
                 if let Some(outbound) = &outbound {
                     outbound.disconnected();
                 }

@@ -72,6 +72,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "edgefleet_agent_reconnects_total",
     "edgefleet_agent_redeliveries_total",
     "edgefleet_agent_redelivered_done_total",
+    "edgefleet_agent_device_reads_paused_total",
     "edgefleet_agent_module_swaps_total",
     "edgefleet_agent_events_suppressed_total",
     "edgefleet_agent_ready",
@@ -119,6 +120,8 @@ pub struct AgentMetrics {
     pub redeliveries: Counter,
     /// Redelivered copies of messages already done: acknowledged again, not run.
     pub redelivered_done: Counter,
+    /// Times the device link stopped reading because the intake was half full.
+    pub reads_paused: Counter,
     pub swaps: Counter,
     pub events_suppressed: Counter,
     pub ready: Gauge,
@@ -149,6 +152,7 @@ impl Default for AgentMetrics {
             reconnects: Family::default(),
             redeliveries: Counter::default(),
             redelivered_done: Counter::default(),
+            reads_paused: Counter::default(),
             swaps: Counter::default(),
             events_suppressed: Counter::default(),
             ready: Gauge::default(),
@@ -276,6 +280,11 @@ impl AgentMetrics {
             "redelivered_done",
             "Redelivered copies of device messages already done (the broker had not seen the ack): acknowledged again, not run twice",
             self.redelivered_done.clone(),
+        );
+        r.register(
+            "device_reads_paused",
+            "Times the device link stopped reading from the broker because the intake was half full (the broker keeps the messages meanwhile)",
+            self.reads_paused.clone(),
         );
         r.register(
             "module_swaps",

@@ -78,6 +78,8 @@ pub struct Fleet {
     pub nodes: BTreeMap<String, EdgeNode>,
     pub controller: Option<Child>,
     pub controller_port: u16,
+    /// Flags every agent started from now on gets besides the harness's own.
+    pub agent_args: Vec<String>,
 }
 
 impl Fleet {
@@ -109,6 +111,7 @@ impl Fleet {
             nodes: BTreeMap::new(),
             controller: None,
             controller_port: free_port(),
+            agent_args: Vec::new(),
         }
     }
 
@@ -251,6 +254,7 @@ impl Fleet {
             .arg(d.join("trust.pem"))
             .args(["--listen", &format!("127.0.0.1:{}", node.http_port)])
             .args(["--status-interval-s", "1"])
+            .args(&self.agent_args)
             .env("RUST_LOG", "info")
             .stdout(logs("EDGEFLEET_TEST_AGENT_LOGS"))
             .stderr(Stdio::inherit())
