@@ -191,6 +191,7 @@ async fn start_agent(
             max_incoming_bytes: 1 << 20,
             max_outgoing_bytes: 1 << 20,
             manual_acks: true,
+            pressure: Some(interactions.pressure()),
         },
         Box::new(move |publish| sink.offer(publish)),
         None,

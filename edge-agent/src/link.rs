@@ -254,7 +254,7 @@ impl Link {
     /// Queues a command to a device (QoS 1), written before any ack queued after it. Never waits.
     pub fn command(&self, topic: String, payload: Vec<u8>) -> Result<(), LinkError> {
         let publish = Publish::new(topic, QoS::AtLeastOnce, payload);
-        self.replies.push(Reply::Command(publish), self.name)
+        self.reply(Reply::Command(publish))
     }
 
     /// Queues the acknowledgement of an incoming QoS 1 message (manual-ack links). Never waits:
@@ -263,7 +263,15 @@ impl Link {
         if publish.qos == QoS::AtMostOnce {
             return Ok(());
         }
-        self.replies.push(Reply::Ack(publish.pkid), self.name)
+        self.reply(Reply::Ack(publish.pkid))
+    }
+
+    fn reply(&self, reply: Reply) -> Result<(), LinkError> {
+        if self.replies.push(reply, self.name)? {
+            // The polling task may be idle inside `poll`: any request wakes it up.
+            self.wake();
+        }
+        Ok(())
     }
 
     /// Publishes a retained QoS 0 message (the node status): lost ones are replaced by the next.
@@ -348,7 +356,8 @@ impl Link {
         self.redelivery.done.load(Ordering::Relaxed)
     }
 
-    /// Wakes the polling task so that it hands newly queued tracked publishes to rumqttc.
+    /// Wakes the polling task so that it hands newly queued tracked publishes to rumqttc (and
+    /// writes queued replies).
     pub(crate) fn wake(&self) {
         let _ = self.client.try_unsubscribe(WAKE_FILTER);
     }
@@ -367,6 +376,9 @@ struct Replies {
     queue: Mutex<VecDeque<Reply>>,
     /// Woken when a reply is queued.
     ready: Notify,
+    /// Set once a wake-up is on its way to the polling task, cleared when it next writes: one
+    /// wake-up per batch, not per reply.
+    woken: AtomicBool,
     /// Woken (all waiters) after each batch written.
     written: Notify,
 }
@@ -379,7 +391,8 @@ enum Reply {
 }
 
 impl Replies {
-    fn push(&self, reply: Reply, link: &'static str) -> Result<(), LinkError> {
+    /// Queues a reply; true when the polling task must be woken for it.
+    fn push(&self, reply: Reply, link: &'static str) -> Result<bool, LinkError> {
         let mut queue = self.lock();
         if queue.len() >= MAX_REPLIES {
             return Err(LinkError::TooManyReplies { link });
@@ -387,7 +400,7 @@ impl Replies {
         queue.push_back(reply);
         drop(queue);
         self.ready.notify_one();
-        Ok(())
+        Ok(!self.woken.swap(true, Ordering::AcqRel))
     }
 
     fn is_empty(&self) -> bool {
@@ -407,7 +420,8 @@ impl Replies {
     /// The connection dropped: its acks go with it (the broker delivers those messages again and
     /// an ack from the old connection could meet a packet id reused since); commands stay.
     fn connection_lost(&self) {
-        self.lock().retain(|reply| matches!(reply, Reply::Command(_)));
+        self.lock()
+            .retain(|reply| matches!(reply, Reply::Command(_)));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Reply>> {
@@ -430,6 +444,7 @@ async fn write_replies(
     replies: &Replies,
     commands_in_flight: usize,
 ) -> Result<usize, StateError> {
+    replies.woken.store(false, Ordering::Release);
     let mut written = 0;
     let mut commands = 0;
     while eventloop.state.collision.is_none() {
