@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use edgefleet_protocol::tls::{BrokerUrl, BrokerUrlError};
@@ -76,6 +77,40 @@ pub struct RunArgs {
     /// <data-dir>/artefacts).
     #[arg(long, env = "EDGEFLEET_ARTEFACT_DIR")]
     pub artefact_dir: Option<PathBuf>,
+    /// Cluster mode: serve node certificates (POST /v1/node-certificate, HTTPS) on this address
+    /// to agents that prove who they are with their projected ServiceAccount token (see
+    /// docs/node-identity.md). Off unless set.
+    #[arg(long, env = "EDGEFLEET_BOOTSTRAP_LISTEN")]
+    pub bootstrap_listen: Option<SocketAddr>,
+    /// The bootstrap endpoint's TLS server certificate (PEM, with its chain).
+    #[arg(long, env = "EDGEFLEET_BOOTSTRAP_TLS_CERT")]
+    pub bootstrap_tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "EDGEFLEET_BOOTSTRAP_TLS_KEY")]
+    pub bootstrap_tls_key: Option<PathBuf>,
+    /// The node CA's certificate (PEM): it signs the node certificates (the cloud broker's
+    /// cafile).
+    #[arg(long, env = "EDGEFLEET_NODE_CA_CERT")]
+    pub node_ca_cert: Option<PathBuf>,
+    /// The node CA's private key (PEM). In a cluster, mount it from a Secret.
+    #[arg(long, env = "EDGEFLEET_NODE_CA_KEY")]
+    pub node_ca_key: Option<PathBuf>,
+    /// The audience agents' tokens must be issued for (the projected token's `audience`).
+    /// Default edgefleet.dev/node-bootstrap.
+    #[arg(long, env = "EDGEFLEET_BOOTSTRAP_AUDIENCE")]
+    pub bootstrap_audience: Option<String>,
+    /// The agents' ServiceAccount, as the API server names its tokens' user. Default
+    /// system:serviceaccount:<--namespace>:edgefleet-agent.
+    #[arg(long, env = "EDGEFLEET_AGENT_SERVICE_ACCOUNT")]
+    pub agent_service_account: Option<String>,
+    /// How long a node certificate is valid, in seconds (at least 60; agents renew at 2/3).
+    /// Default 86400 (24 h).
+    #[arg(
+        long,
+        env = "EDGEFLEET_BOOTSTRAP_CERT_VALIDITY_S",
+        value_name = "SECONDS"
+    )]
+    pub bootstrap_cert_validity_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +134,14 @@ struct FileConfig {
     identity: Option<String>,
     worker_binary: Option<PathBuf>,
     artefact_dir: Option<PathBuf>,
+    bootstrap_listen: Option<SocketAddr>,
+    bootstrap_tls_cert: Option<PathBuf>,
+    bootstrap_tls_key: Option<PathBuf>,
+    node_ca_cert: Option<PathBuf>,
+    node_ca_key: Option<PathBuf>,
+    bootstrap_audience: Option<String>,
+    agent_service_account: Option<String>,
+    bootstrap_cert_validity_s: Option<u64>,
 }
 
 /// Mutual TLS files.
@@ -111,6 +154,64 @@ pub struct TlsFiles {
     /// Client key.
     pub key: PathBuf,
 }
+
+/// The node identity bootstrap endpoint (cluster mode).
+#[derive(Debug, Clone)]
+pub struct BootstrapConfig {
+    /// Its address.
+    pub listen: SocketAddr,
+    /// Its TLS server certificate (PEM chain).
+    pub tls_cert: PathBuf,
+    /// Its TLS key.
+    pub tls_key: PathBuf,
+    /// The node CA's certificate.
+    pub node_ca_cert: PathBuf,
+    /// The node CA's key.
+    pub node_ca_key: PathBuf,
+    /// The audience tokens must carry.
+    pub audience: String,
+    /// The agents' ServiceAccount.
+    pub agent: ServiceAccount,
+    /// How long a node certificate is valid.
+    pub validity: Duration,
+}
+
+/// A ServiceAccount, `system:serviceaccount:<namespace>:<name>` as the API server names its
+/// tokens' user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    /// Its namespace (where the agents' Pods run).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl ServiceAccount {
+    /// Parses `system:serviceaccount:<namespace>:<name>`.
+    pub fn parse(username: &str) -> Option<ServiceAccount> {
+        let rest = username.strip_prefix("system:serviceaccount:")?;
+        let (namespace, name) = rest.split_once(':')?;
+        let dns_label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        };
+        (dns_label(namespace) && dns_label(name)).then(|| ServiceAccount {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// The user name of its tokens.
+    pub fn username(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.name)
+    }
+}
+
+/// The shortest node certificate lifetime accepted: agents renew at 2/3 of it, so anything
+/// shorter makes them ask more often than a few times a minute.
+const MIN_CERT_VALIDITY_S: u64 = 60;
 
 /// Where objects come from.
 #[derive(Debug, Clone)]
@@ -158,6 +259,8 @@ pub struct Config {
     pub worker_binary: PathBuf,
     /// The sandbox's artefact cache.
     pub artefact_dir: PathBuf,
+    /// The node identity bootstrap endpoint, when on (cluster mode only).
+    pub bootstrap: Option<BootstrapConfig>,
 }
 
 /// What is wrong with the configuration, and where to fix it.
@@ -194,6 +297,14 @@ pub enum ConfigError {
     /// A bad broker URL.
     #[error(transparent)]
     BrokerUrl(#[from] BrokerUrlError),
+    /// A setting that cannot be used as given.
+    #[error("{setting}: {reason}")]
+    Invalid {
+        /// The flag.
+        setting: &'static str,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 fn missing(
@@ -217,6 +328,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let bootstrap = bootstrap_config(&args, &file)?;
         let cloud_broker = args.cloud_broker.or(file.cloud_broker).ok_or_else(|| {
             missing(
                 "the cloud broker",
@@ -322,8 +434,120 @@ impl Config {
                 .max(1),
             registry_ca: args.registry_ca.or(file.registry_ca),
             insecure_registries,
+            bootstrap,
         })
     }
+}
+
+/// The bootstrap endpoint's settings: none unless `bootstrap_listen` is set; then every file is
+/// required, and cluster mode.
+fn bootstrap_config(
+    args: &RunArgs,
+    file: &FileConfig,
+) -> Result<Option<BootstrapConfig>, ConfigError> {
+    let Some(listen) = args.bootstrap_listen.or(file.bootstrap_listen) else {
+        return Ok(None);
+    };
+    if args.objects.is_some() || file.objects.is_some() {
+        return Err(ConfigError::Invalid {
+            setting: "--bootstrap-listen",
+            reason: "works in cluster mode only (the Kubernetes API reviews the agents' tokens): \
+                     remove it, or --objects"
+                .into(),
+        });
+    }
+    let path = |arg: &Option<PathBuf>,
+                key: &Option<PathBuf>,
+                what: &'static str,
+                flag: &'static str,
+                env: &'static str,
+                name: &'static str| {
+        arg.clone()
+            .or_else(|| key.clone())
+            .ok_or_else(|| missing(what, flag, env, name))
+    };
+    let agent = match args
+        .agent_service_account
+        .as_ref()
+        .or(file.agent_service_account.as_ref())
+    {
+        Some(username) => ServiceAccount::parse(username).ok_or_else(|| ConfigError::Invalid {
+            setting: "--agent-service-account",
+            reason: format!(
+                "{username:?} is not a ServiceAccount's user name: \
+                     system:serviceaccount:<namespace>:<name>"
+            ),
+        })?,
+        None => ServiceAccount {
+            namespace: args
+                .namespace
+                .clone()
+                .or_else(|| file.namespace.clone())
+                .ok_or_else(|| {
+                    missing(
+                        "the namespace (cluster mode; or --agent-service-account)",
+                        "--namespace",
+                        "POD_NAMESPACE",
+                        "namespace",
+                    )
+                })?,
+            name: "edgefleet-agent".into(),
+        },
+    };
+    let validity_s = args
+        .bootstrap_cert_validity_s
+        .or(file.bootstrap_cert_validity_s)
+        .unwrap_or(86_400);
+    if validity_s < MIN_CERT_VALIDITY_S {
+        return Err(ConfigError::Invalid {
+            setting: "--bootstrap-cert-validity-s",
+            reason: format!(
+                "{validity_s} s is too short: at least {MIN_CERT_VALIDITY_S} s (agents renew at 2/3 of it)"
+            ),
+        });
+    }
+    Ok(Some(BootstrapConfig {
+        listen,
+        tls_cert: path(
+            &args.bootstrap_tls_cert,
+            &file.bootstrap_tls_cert,
+            "the bootstrap endpoint's TLS certificate",
+            "--bootstrap-tls-cert",
+            "EDGEFLEET_BOOTSTRAP_TLS_CERT",
+            "bootstrap_tls_cert",
+        )?,
+        tls_key: path(
+            &args.bootstrap_tls_key,
+            &file.bootstrap_tls_key,
+            "the bootstrap endpoint's TLS key",
+            "--bootstrap-tls-key",
+            "EDGEFLEET_BOOTSTRAP_TLS_KEY",
+            "bootstrap_tls_key",
+        )?,
+        node_ca_cert: path(
+            &args.node_ca_cert,
+            &file.node_ca_cert,
+            "the node CA's certificate",
+            "--node-ca-cert",
+            "EDGEFLEET_NODE_CA_CERT",
+            "node_ca_cert",
+        )?,
+        node_ca_key: path(
+            &args.node_ca_key,
+            &file.node_ca_key,
+            "the node CA's key",
+            "--node-ca-key",
+            "EDGEFLEET_NODE_CA_KEY",
+            "node_ca_key",
+        )?,
+        audience: args
+            .bootstrap_audience
+            .clone()
+            .or_else(|| file.bootstrap_audience.clone())
+            .unwrap_or_else(|| "edgefleet.dev/node-bootstrap".into()),
+        agent,
+        validity: Duration::from_secs(validity_s),
+    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -398,5 +622,81 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.to_string().contains("cloud_brokr"), "{error}");
+    }
+
+    #[test]
+    fn the_bootstrap_endpoint_is_off_unless_asked_for_and_then_complete() {
+        let cluster = || RunArgs {
+            cloud_broker: Some("mqtt://broker:1883".into()),
+            signing_key: Some("/k".into()),
+            namespace: Some("edgefleet".into()),
+            ..RunArgs::default()
+        };
+        assert!(Config::load(cluster()).unwrap().bootstrap.is_none());
+        let asked = || RunArgs {
+            bootstrap_listen: Some("0.0.0.0:8443".parse().unwrap()),
+            bootstrap_tls_cert: Some("/tls.crt".into()),
+            bootstrap_tls_key: Some("/tls.key".into()),
+            node_ca_cert: Some("/ca.crt".into()),
+            node_ca_key: Some("/ca.key".into()),
+            ..cluster()
+        };
+        let bootstrap = Config::load(asked()).unwrap().bootstrap.unwrap();
+        assert_eq!(bootstrap.audience, "edgefleet.dev/node-bootstrap");
+        assert_eq!(
+            bootstrap.agent.username(),
+            "system:serviceaccount:edgefleet:edgefleet-agent"
+        );
+        assert_eq!(bootstrap.validity, Duration::from_secs(86_400));
+        let bootstrap = Config::load(RunArgs {
+            agent_service_account: Some("system:serviceaccount:agents:edge".into()),
+            bootstrap_cert_validity_s: Some(3600),
+            ..asked()
+        })
+        .unwrap()
+        .bootstrap
+        .unwrap();
+        assert_eq!(
+            bootstrap.agent,
+            ServiceAccount {
+                namespace: "agents".into(),
+                name: "edge".into()
+            }
+        );
+        assert_eq!(bootstrap.validity, Duration::from_secs(3600));
+
+        for (args, expect) in [
+            (
+                RunArgs {
+                    node_ca_key: None,
+                    ..asked()
+                },
+                "--node-ca-key",
+            ),
+            (
+                RunArgs {
+                    objects: Some("/objects".into()),
+                    ..asked()
+                },
+                "cluster mode only",
+            ),
+            (
+                RunArgs {
+                    bootstrap_cert_validity_s: Some(59),
+                    ..asked()
+                },
+                "at least 60",
+            ),
+            (
+                RunArgs {
+                    agent_service_account: Some("edgefleet-agent".into()),
+                    ..asked()
+                },
+                "system:serviceaccount:<namespace>:<name>",
+            ),
+        ] {
+            let error = Config::load(args).unwrap_err();
+            assert!(error.to_string().contains(expect), "{error}");
+        }
     }
 }

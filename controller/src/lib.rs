@@ -16,11 +16,13 @@
 //! | [`cloud`] | the cloud broker connection |
 //! | [`control`] | the loop tying them together |
 //! | [`kube`] | cluster mode: watches and status by server-side apply |
+//! | [`bootstrap`] | cluster mode: node certificates for agents that prove their node with their ServiceAccount token |
 //! | [`sink`] | where status goes (API server or local store) |
 //! | [`http`] | health, metrics, the standalone fleet API |
 //! | [`page`], [`history`] | the fleet page (both modes) and its interaction and fault rates |
 //! | [`config`], [`run`], [`metrics`] | settings, wiring, Prometheus metrics |
 
+pub mod bootstrap;
 pub mod cloud;
 pub mod config;
 pub mod control;

@@ -29,6 +29,21 @@ impl From<bool> for KindLabel {
     }
 }
 
+/// The outcome of a node certificate request: `issued` or why it was refused
+/// (`bootstrap::OUTCOMES`, a fixed set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+impl From<&str> for OutcomeLabel {
+    fn from(outcome: &str) -> OutcomeLabel {
+        OutcomeLabel {
+            outcome: outcome.to_string(),
+        }
+    }
+}
+
 /// Every metric family, as `/metrics` names it.
 pub const METRIC_NAMES: &[&str] = &[
     "edgefleet_controller_rounds_total",
@@ -46,6 +61,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "edgefleet_controller_leader",
     "edgefleet_controller_rollouts",
     "edgefleet_controller_rollout_events_total",
+    "edgefleet_controller_bootstrap_requests_total",
 ];
 
 /// The metrics.
@@ -84,6 +100,8 @@ pub struct Metrics {
     pub rollouts: Family<KindLabel, Gauge>,
     /// Rollout events by reason (`RolloutStepPassed`, `RolloutFailed`, …).
     pub rollout_events: Family<KindLabel, Counter>,
+    /// Node certificate requests (`POST /v1/node-certificate`), by outcome.
+    pub bootstrap_requests: Family<OutcomeLabel, Counter>,
 }
 
 /// A histogram with buckets from 1 ms to about 30 s.
@@ -162,6 +180,14 @@ impl Metrics {
             "Rollout events, by reason",
             self.rollout_events.clone(),
         );
+        r.register(
+            "bootstrap_requests",
+            "Node certificate requests, by outcome (issued, or why refused)",
+            self.bootstrap_requests.clone(),
+        );
+        for outcome in crate::bootstrap::OUTCOMES {
+            let _ = self.bootstrap_requests.get_or_create(&outcome.into());
+        }
         for phase in ["Progressing", "Paused", "Completed", "RolledBack", "Failed"] {
             let _ = self.rollouts.get_or_create(&phase.into());
         }

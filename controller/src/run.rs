@@ -53,6 +53,9 @@ pub enum RunError {
     /// The OCI registry settings are unusable.
     #[error("registry: {0}")]
     Registry(String),
+    /// The node identity bootstrap endpoint could not start.
+    #[error("bootstrap endpoint: {0}")]
+    Bootstrap(#[from] crate::bootstrap::StartError),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunError {
@@ -148,6 +151,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             identity,
         } => {
             let client = kube::Client::try_default().await?;
+            // Every replica serves node certificates: the endpoint keeps no state.
+            if let Some(bootstrap) = &config.bootstrap {
+                let addr = crate::bootstrap::start(
+                    bootstrap,
+                    client.clone(),
+                    metrics.clone(),
+                    stop.clone(),
+                )
+                .await?;
+                tracing::info!(%addr, audience = %bootstrap.audience, "serving node certificates (POST /v1/node-certificate)");
+            }
             let (stores, objects_rx) = crate::kube::watch_objects(client.clone()).await;
             let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease)
                 .with_namespace(namespace)

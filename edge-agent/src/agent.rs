@@ -36,11 +36,12 @@ use crate::activity::DeviceActivity;
 use crate::assignments::Assignments;
 use crate::classes::ClassTable;
 use crate::clock::now_ms;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ClientIdentity};
 use crate::context::Context;
 use crate::events::EventThrottle;
 use crate::health::{self, Health};
 use crate::http::{self, Endpoints};
+use crate::identity::NodeIdentity;
 use crate::intake::IntakeLimits;
 use crate::interactions::Interactions;
 use crate::link::{Link, LinkSettings, Outbound, Subscriptions};
@@ -83,8 +84,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     edgefleet_protocol::tls::install_crypto_provider();
+    let metrics = Arc::new(AgentMetrics::default());
+    let mut shutdown = std::pin::pin!(shutdown);
+    // A certificate from the controller (--bootstrap-url) may take a while: a shutdown meanwhile
+    // ends the run before anything started.
+    let (tls, identity) = tokio::select! {
+        tls = tls_config(&config, &metrics) => tls?,
+        () = &mut shutdown => return Ok(()),
+    };
     let started_at_ms = now_ms();
-    let tls = tls_config(&config)?;
     let trust = TrustAnchor::load(&config.trust_anchor).map_err(|e| AgentError::File {
         what: "the controller's public keys",
         path: config.trust_anchor.clone(),
@@ -110,7 +118,6 @@ pub async fn run(
     let wasmedge_version = sandbox.wasmedge_version().to_string();
     let agent_version = env!("CARGO_PKG_VERSION").to_string();
 
-    let metrics = Arc::new(AgentMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     sandbox.metrics().register(&mut registry);
@@ -126,6 +133,7 @@ pub async fn run(
         throttle: EventThrottle::new(EVENT_WINDOW),
     });
     let (stop_tx, stop) = watch::channel(false);
+    let identity_task = identity.map(|identity| tokio::spawn(identity.run(stop.clone())));
 
     // Every device on the device broker is this node's (one agent per device broker): messages of
     // classes not assigned here are refused and reported rather than left unseen.
@@ -270,7 +278,10 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);
-    for task in [assignment_task, publisher_task, status_task, watchdog_task] {
+    for task in [assignment_task, publisher_task, status_task, watchdog_task]
+        .into_iter()
+        .chain(identity_task)
+    {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     let _ = uplink
@@ -313,9 +324,14 @@ async fn watchdog(
     }
 }
 
-fn tls_config(config: &AgentConfig) -> Result<Option<Arc<rustls::ClientConfig>>, AgentError> {
+/// The links' TLS configuration, and with `--bootstrap-url` the node identity that renews its
+/// certificate (established first: from the store, or else from the controller).
+async fn tls_config(
+    config: &AgentConfig,
+    metrics: &Arc<AgentMetrics>,
+) -> Result<(Option<Arc<rustls::ClientConfig>>, Option<NodeIdentity>), AgentError> {
     let Some(files) = &config.tls else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let read = |what, path: &std::path::Path| {
         std::fs::read(path).map_err(|e| AgentError::File {
@@ -324,17 +340,35 @@ fn tls_config(config: &AgentConfig) -> Result<Option<Arc<rustls::ClientConfig>>,
             detail: e.to_string(),
         })
     };
-    let client = edgefleet_protocol::tls::client_config_from_pem(
-        &read("the CA certificate", &files.ca)?,
-        &read("the client certificate", &files.cert)?,
-        &read("the client key", &files.key)?,
-    )
-    .map_err(|e| AgentError::File {
-        what: "TLS material",
-        path: files.cert.clone(),
-        detail: e.to_string(),
-    })?;
-    Ok(Some(Arc::new(client)))
+    let ca = read("the CA certificate", &files.ca)?;
+    match &files.identity {
+        ClientIdentity::Files { cert, key } => {
+            let client = edgefleet_protocol::tls::client_config_from_pem(
+                &ca,
+                &read("the client certificate", cert)?,
+                &read("the client key", key)?,
+            )
+            .map_err(|e| AgentError::File {
+                what: "TLS material",
+                path: cert.clone(),
+                detail: e.to_string(),
+            })?;
+            Ok((Some(Arc::new(client)), None))
+        }
+        ClientIdentity::Bootstrap(bootstrap) => {
+            let identity =
+                NodeIdentity::establish(&config.node, bootstrap, &config.data_dir, metrics.clone())
+                    .await?;
+            let client = identity
+                .client_config(&ca)
+                .map_err(|detail| AgentError::File {
+                    what: "the CA certificate",
+                    path: files.ca.clone(),
+                    detail,
+                })?;
+            Ok((Some(Arc::new(client)), Some(identity)))
+        }
+    }
 }
 
 fn status_topic(node: &NodeId) -> String {

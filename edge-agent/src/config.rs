@@ -46,6 +46,19 @@ pub struct Cli {
     /// This node's private key (PEM, PKCS#8) for mutual TLS.
     #[arg(long, env = "EDGEFLEET_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Instead of --tls-cert and --tls-key: get this node's certificate from the controller's
+    /// bootstrap endpoint at this https:// URL (it posts to <url>/v1/node-certificate, proving the
+    /// node with its ServiceAccount token), keep it in <data-dir>/identity and renew it before it
+    /// expires. See docs/node-identity.md.
+    #[arg(long, env = "EDGEFLEET_BOOTSTRAP_URL")]
+    pub bootstrap_url: Option<String>,
+    /// The projected ServiceAccount token the agent proves its node with, read again for every
+    /// request (the kubelet rotates it). Default /var/run/secrets/edgefleet/token.
+    #[arg(long, env = "EDGEFLEET_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the bootstrap endpoint's certificate must chain to. Default --tls-ca.
+    #[arg(long, env = "EDGEFLEET_BOOTSTRAP_CA")]
+    pub bootstrap_ca: Option<PathBuf>,
     /// The controller's public keys (PEM bundle): only modules and assignments they signed run.
     #[arg(long, env = "EDGEFLEET_TRUST_ANCHOR")]
     pub trust_anchor: Option<PathBuf>,
@@ -80,6 +93,9 @@ struct FileConfig {
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    bootstrap_url: Option<String>,
+    bootstrap_token_file: Option<PathBuf>,
+    bootstrap_ca: Option<PathBuf>,
     trust_anchor: Option<PathBuf>,
     listen: Option<SocketAddr>,
     workers: Option<usize>,
@@ -98,8 +114,26 @@ pub use edgefleet_protocol::tls::BrokerUrl;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    pub identity: ClientIdentity,
+}
+
+/// Where the node's client certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// Files made beforehand (`edgefleet certs issue node`).
+    Files { cert: PathBuf, key: PathBuf },
+    /// The controller's bootstrap endpoint (see [`crate::identity`]).
+    Bootstrap(Bootstrap),
+}
+
+/// The controller's bootstrap endpoint and what the agent proves its node with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// `<--bootstrap-url>/v1/node-certificate`.
+    pub endpoint: String,
+    pub token_file: PathBuf,
+    /// The CA the endpoint's certificate must chain to.
+    pub ca: PathBuf,
 }
 
 /// The resolved configuration.
@@ -155,6 +189,14 @@ pub enum ConfigError {
         flag: &'static str,
         env: &'static str,
     },
+    #[error("--bootstrap-url {url:?}: {why}")]
+    BootstrapUrl { url: String, why: &'static str },
+    #[error("--bootstrap-url and --tls-cert/--tls-key both name the node's certificate: keep one")]
+    TwoIdentities,
+    #[error(
+        "--bootstrap-url is set but no broker uses TLS (mqtts://): there is no certificate to get"
+    )]
+    BootstrapWithoutTls,
 }
 
 impl AgentConfig {
@@ -203,17 +245,39 @@ impl AgentConfig {
                 flag: "tls-ca",
                 env: "TLS_CA",
             })?;
-            let cert = cli.tls_cert.or(file.tls_cert).ok_or(ConfigError::TlsFile {
-                what: "the client certificate",
-                flag: "tls-cert",
-                env: "TLS_CERT",
-            })?;
-            let key = cli.tls_key.or(file.tls_key).ok_or(ConfigError::TlsFile {
-                what: "the client key",
-                flag: "tls-key",
-                env: "TLS_KEY",
-            })?;
-            Some(TlsFiles { ca, cert, key })
+            let cert = cli.tls_cert.or(file.tls_cert);
+            let key = cli.tls_key.or(file.tls_key);
+            let identity = match cli.bootstrap_url.or(file.bootstrap_url) {
+                Some(_) if cert.is_some() || key.is_some() => {
+                    return Err(ConfigError::TwoIdentities);
+                }
+                Some(url) => ClientIdentity::Bootstrap(Bootstrap {
+                    endpoint: bootstrap_endpoint(&url)?,
+                    token_file: cli
+                        .bootstrap_token_file
+                        .or(file.bootstrap_token_file)
+                        .unwrap_or_else(|| PathBuf::from("/var/run/secrets/edgefleet/token")),
+                    ca: cli
+                        .bootstrap_ca
+                        .or(file.bootstrap_ca)
+                        .unwrap_or_else(|| ca.clone()),
+                }),
+                None => ClientIdentity::Files {
+                    cert: cert.ok_or(ConfigError::TlsFile {
+                        what: "the client certificate",
+                        flag: "tls-cert",
+                        env: "TLS_CERT",
+                    })?,
+                    key: key.ok_or(ConfigError::TlsFile {
+                        what: "the client key",
+                        flag: "tls-key",
+                        env: "TLS_KEY",
+                    })?,
+                },
+            };
+            Some(TlsFiles { ca, identity })
+        } else if cli.bootstrap_url.is_some() || file.bootstrap_url.is_some() {
+            return Err(ConfigError::BootstrapWithoutTls);
         } else {
             None
         };
@@ -280,6 +344,30 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         source: Box::new(source),
     })
+}
+
+/// The node certificate endpoint under the controller's bootstrap URL (`https://host[:port]`).
+fn bootstrap_endpoint(url: &str) -> Result<String, ConfigError> {
+    let bad = |why| ConfigError::BootstrapUrl {
+        url: url.to_owned(),
+        why,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad("not a URL"))?;
+    if parsed.scheme() != "https" {
+        return Err(bad(
+            "must be https:// (the token must not travel in the clear)",
+        ));
+    }
+    if parsed.host_str().is_none() || !matches!(parsed.path(), "" | "/") || parsed.query().is_some()
+    {
+        return Err(bad(
+            "give the controller's address only, https://host[:port] (the agent adds /v1/node-certificate)",
+        ));
+    }
+    Ok(format!(
+        "{}/v1/node-certificate",
+        parsed.as_str().trim_end_matches('/')
+    ))
 }
 
 /// The sandbox worker binary installed next to the agent's own.
@@ -357,6 +445,54 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/edgefleet"));
         assert!(config.tls.is_some());
         assert!(!config.uplink_broker.tls);
+    }
+
+    #[test]
+    fn a_bootstrap_url_replaces_the_certificate_files() {
+        let bootstrapped = Cli {
+            tls_cert: None,
+            tls_key: None,
+            bootstrap_url: Some("https://controller.edgefleet.svc:8443/".into()),
+            ..cli()
+        };
+        let config = AgentConfig::load(bootstrapped).unwrap();
+        assert_eq!(
+            config.tls.unwrap().identity,
+            ClientIdentity::Bootstrap(Bootstrap {
+                endpoint: "https://controller.edgefleet.svc:8443/v1/node-certificate".into(),
+                token_file: "/var/run/secrets/edgefleet/token".into(),
+                ca: "/ca.pem".into(),
+            })
+        );
+        let with = |url: &str| Cli {
+            tls_cert: None,
+            tls_key: None,
+            bootstrap_url: Some(url.into()),
+            ..cli()
+        };
+        for (url, expect) in [
+            ("http://controller:8443", "https://"),
+            (
+                "https://controller:8443/v1/node-certificate",
+                "address only",
+            ),
+            ("controller", "not a URL"),
+        ] {
+            let error = AgentConfig::load(with(url)).unwrap_err();
+            assert!(error.to_string().contains(expect), "{url}: {error}");
+        }
+        let error = AgentConfig::load(Cli {
+            bootstrap_url: Some("https://controller".into()),
+            ..cli()
+        })
+        .unwrap_err();
+        assert!(matches!(error, ConfigError::TwoIdentities), "{error}");
+        let error = AgentConfig::load(Cli {
+            device_broker: Some("mqtt://devices.local".into()),
+            ..with("https://controller")
+        })
+        .unwrap_err();
+        assert!(matches!(error, ConfigError::BootstrapWithoutTls), "{error}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! interaction, in supervised worker processes); their effects are committed to the [`store`]. The
 //! `publisher` drains the outbox to the cloud, `assignments` switch module versions in (and
 //! `fallback` back out when one is quarantined), `shadow` runs a version beside another, `status`
-//! reports the node and `health` says whether it makes progress. [`agent`] wires it. Modules are
+//! reports the node and `health` says whether it makes progress; `identity` gets and renews the
+//! node's certificate from the controller (`--bootstrap-url`). [`agent`] wires it. Modules are
 //! public where the benchmarks and tests drive them directly.
 
 pub mod activity;
@@ -19,6 +20,7 @@ pub mod events;
 mod fallback;
 mod health;
 mod http;
+mod identity;
 pub mod intake;
 pub mod interactions;
 pub mod link;

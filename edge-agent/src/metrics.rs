@@ -80,6 +80,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "edgefleet_agent_garbage_collected_total",
     "edgefleet_agent_fallbacks_total",
     "edgefleet_agent_shadow_interactions_total",
+    "edgefleet_agent_certificate_requests_total",
+    "edgefleet_agent_certificate_expiry_timestamp_seconds",
 ];
 
 /// The reasons of `shed_messages` (see `intake::Shed::label`).
@@ -129,6 +131,10 @@ pub struct AgentMetrics {
     pub garbage_collected: Family<ReasonLabels, Counter>,
     pub fallbacks: Counter,
     pub shadow_interactions: Family<OutcomeLabels, Counter>,
+    /// Node certificate requests to the controller (`--bootstrap-url`), by outcome.
+    pub certificate_requests: Family<OutcomeLabels, Counter>,
+    /// When the node certificate in use expires (Unix seconds; 0 without `--bootstrap-url`).
+    pub certificate_expiry: Gauge,
 }
 
 impl Default for AgentMetrics {
@@ -160,6 +166,8 @@ impl Default for AgentMetrics {
             garbage_collected: Family::default(),
             fallbacks: Counter::default(),
             shadow_interactions: Family::default(),
+            certificate_requests: Family::default(),
+            certificate_expiry: Gauge::default(),
         }
     }
 }
@@ -320,6 +328,22 @@ impl AgentMetrics {
             "shadow_interactions",
             "Interactions a shadow version ran beside the active one, by outcome: agreed, diverged, or skipped (not loaded, quarantined, or the sandbox busy)",
             self.shadow_interactions.clone(),
+        );
+        for outcome in crate::identity::OUTCOMES {
+            drop(
+                self.certificate_requests
+                    .get_or_create(&OutcomeLabels::new(outcome)),
+            );
+        }
+        r.register(
+            "certificate_requests",
+            "Node certificate requests to the controller, by outcome: issued, or why not (token, unreachable, refused, busy, bad_answer, key, store)",
+            self.certificate_requests.clone(),
+        );
+        r.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the node certificate in use expires, in Unix seconds (0 without --bootstrap-url)",
+            self.certificate_expiry.clone(),
         );
     }
 

@@ -80,6 +80,13 @@ impl CertInfo {
         Ok(infos)
     }
 
+    /// The certificate `der` (one, DER-encoded).
+    pub fn from_der(der: &[u8]) -> Result<CertInfo, PkiError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| PkiError::BadPem(e.to_string()))?;
+        Ok(CertInfo::of(&cert))
+    }
+
     /// Every certificate in the PEM file `path`.
     pub fn read(path: &Path) -> Result<Vec<CertInfo>, PkiError> {
         let text = String::from_utf8(read_file(path)?).map_err(|_| PkiError::BadFile {

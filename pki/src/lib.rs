@@ -11,7 +11,10 @@
 //! - **tests and simulators** ([`Authority::new`]): throw-away CAs made in memory at test time
 //!   (`edgefleet-simulators` re-exports this crate as its `pki` module);
 //! - **the operator CLI** (`edgefleet certs …`, [`FleetPki`]): a development PKI kept in a folder,
-//!   with the separate CAs the brokers' access model needs (see [`fleet`]).
+//!   with the separate CAs the brokers' access model needs (see [`fleet`]);
+//! - **node identity bootstrap**: the agent's key and signing request ([`CertificateRequest`]) and
+//!   the controller's signature over it for the node it verified
+//!   ([`Authority::sign_node_request`]).
 //!
 //! Tests therefore run against the same certificates an operator gets from the CLI.
 //!
@@ -50,11 +53,13 @@ use rcgen::{
 
 pub mod fleet;
 mod inspect;
+mod request;
 mod validity;
 
 pub use edgefleet_protocol::tls::install_crypto_provider;
 pub use fleet::{BrokerKind, CONTROLLER_COMMON_NAME, CaRole, FleetPki, Issued, IssuedKind};
 pub use inspect::{CertInfo, CertUsage};
+pub use request::CertificateRequest;
 pub use validity::{Validity, rfc3339};
 
 /// Why a certificate, a PEM file or a TLS configuration could not be made.
@@ -172,6 +177,13 @@ pub enum PkiError {
         dir: PathBuf,
         /// What is missing.
         what: String,
+    },
+    /// A certificate signing request that does not parse, does not verify or carries a key of
+    /// another type.
+    #[error("the certificate signing request is not usable: {reason}")]
+    BadRequest {
+        /// What is wrong.
+        reason: String,
     },
     /// The TLS configuration could not be built from the PEMs.
     #[error(transparent)]
@@ -392,11 +404,34 @@ impl Authority {
 
     fn issue(
         &self,
-        mut params: CertificateParams,
+        params: CertificateParams,
         common_name: &str,
         usage: ExtendedKeyUsagePurpose,
         validity: Validity,
     ) -> Result<Identity, PkiError> {
+        let params = self.leaf_params(params, common_name, usage, validity)?;
+        let generate = |source| PkiError::Generate {
+            subject: common_name.to_owned(),
+            source,
+        };
+        let key = KeyPair::generate().map_err(generate)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
+        Ok(Identity {
+            common_name: common_name.to_owned(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// `params` completed as every certificate this CA issues is: subject CN `common_name`, digital
+    /// signature for `usage` only, the authority key id, `validity` (within the CA's own).
+    fn leaf_params(
+        &self,
+        mut params: CertificateParams,
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+        validity: Validity,
+    ) -> Result<CertificateParams, PkiError> {
         if validity.not_after() > self.not_after {
             return Err(PkiError::OutlivesIssuer {
                 subject: common_name.to_owned(),
@@ -405,23 +440,13 @@ impl Authority {
                 issuer_not_after: rfc3339(self.not_after),
             });
         }
-        let generate = |source| PkiError::Generate {
-            subject: common_name.to_owned(),
-            source,
-        };
         params.distinguished_name = distinguished_name(common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
         // Lets OpenSSL (mosquitto) pick the issuer by key id rather than by name alone.
         params.use_authority_key_identifier_extension = true;
         validity.apply(&mut params);
-        let key = KeyPair::generate().map_err(generate)?;
-        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
-        Ok(Identity {
-            common_name: common_name.to_owned(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(params)
     }
 }
 

@@ -29,10 +29,16 @@ impl Validity {
 
     /// From [`Validity::BACKDATE`] before now until `days` days from now.
     pub fn days(days: u32) -> Validity {
+        Validity::lasting(Duration::from_secs(u64::from(days) * 86_400))
+    }
+
+    /// From [`Validity::BACKDATE`] before now until `duration` from now (short-lived certificates:
+    /// hours rather than days).
+    pub fn lasting(duration: Duration) -> Validity {
         let now = SystemTime::now();
         Validity {
             not_before: now - Validity::BACKDATE,
-            not_after: now + Duration::from_secs(u64::from(days) * 86_400),
+            not_after: now + duration,
         }
     }
 

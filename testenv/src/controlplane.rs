@@ -389,6 +389,13 @@ impl ControlPlane {
         &self.server_url
     }
 
+    /// The service-account token signing key (`--service-account-signing-key-file`; PKCS#8 PEM,
+    /// ECDSA P-256, so tokens are ES256): tests sign tokens with it that TokenRequest would never
+    /// issue, such as one that has expired.
+    pub fn service_account_signing_key(&self) -> PathBuf {
+        self.dir.path().join("pki").join("service-account.key")
+    }
+
     /// A kubeconfig for a user in the group `system:masters` (everything allowed, RBAC bypassed).
     pub fn admin_kubeconfig(&self) -> &Path {
         &self.admin_kubeconfig

@@ -68,6 +68,9 @@ pub struct EdgeNode {
     pub agent: Option<Child>,
     pub http_port: u16,
     pub data_dir: PathBuf,
+    /// The controller's bootstrap URL and the token file, when the agent gets its certificate
+    /// from the controller rather than from files made here.
+    pub bootstrap: Option<(String, PathBuf)>,
 }
 
 pub struct Fleet {
@@ -164,6 +167,20 @@ impl Fleet {
         identity: &str,
         registry_ca: &Path,
     ) -> Replica {
+        self.start_cluster_controller_with(
+            kubeconfig,
+            identity,
+            &["--registry-ca".as_ref(), registry_ca.as_os_str()],
+        )
+    }
+
+    /// [`Fleet::start_cluster_controller`] with `extra_args` instead of a registry CA.
+    pub fn start_cluster_controller_with(
+        &self,
+        kubeconfig: &Path,
+        identity: &str,
+        extra_args: &[&std::ffi::OsStr],
+    ) -> Replica {
         let d = self.dir.path();
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_edgefleet-controller"))
@@ -182,8 +199,7 @@ impl Fleet {
             .arg(d.join("controller.key"))
             .arg("--signing-key")
             .arg(d.join("signing-key.pem"))
-            .arg("--registry-ca")
-            .arg(registry_ca)
+            .args(extra_args)
             .args(["--namespace", "edgefleet", "--identity", identity])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", kubeconfig)
@@ -202,18 +218,33 @@ impl Fleet {
 
     /// Adds a node: its device broker (shipped configuration) and its agent.
     pub fn add_node(&mut self, name: &str) {
-        let node = NodeId::new(name).unwrap();
-        let devices = Broker::with_options(BrokerOptions::shipped(
-            self.authority.clone(),
-            Shipped::Device { node },
-        ))
-        .unwrap();
         TlsFiles::write(
             self.dir.path(),
             name,
             &self.authority,
             &self.authority.client_cert(name).unwrap(),
         )
+        .unwrap();
+        self.insert_node(name, None);
+        self.start_agent(name);
+    }
+
+    /// Adds a node whose agent gets its certificate from the controller's bootstrap endpoint at
+    /// `url`, proving its node with the token in `token_file` (no certificate is made here).
+    pub fn add_bootstrapped_node(&mut self, name: &str, url: &str, token_file: &Path) {
+        let ca = self.dir.path().join(format!("{name}-ca.crt"));
+        std::fs::write(ca, self.authority.ca_pem()).unwrap();
+        self.insert_node(name, Some((url.to_owned(), token_file.to_owned())));
+        self.start_agent(name);
+    }
+
+    /// A node's device broker (shipped configuration) and its data folder.
+    fn insert_node(&mut self, name: &str, bootstrap: Option<(String, PathBuf)>) {
+        let node = NodeId::new(name).unwrap();
+        let devices = Broker::with_options(BrokerOptions::shipped(
+            self.authority.clone(),
+            Shipped::Device { node },
+        ))
         .unwrap();
         let data_dir = self.dir.path().join(format!("{name}-data"));
         self.nodes.insert(
@@ -223,15 +254,29 @@ impl Fleet {
                 agent: None,
                 http_port: free_port(),
                 data_dir,
+                bootstrap,
             },
         );
-        self.start_agent(name);
     }
 
     pub fn start_agent(&mut self, name: &str) {
         let d = self.dir.path().to_path_buf();
         let cloud_port = self.cloud.port();
         let node = self.nodes.get_mut(name).unwrap();
+        let identity: Vec<std::ffi::OsString> = match &node.bootstrap {
+            Some((url, token_file)) => vec![
+                "--bootstrap-url".into(),
+                url.into(),
+                "--bootstrap-token-file".into(),
+                token_file.into(),
+            ],
+            None => vec![
+                "--tls-cert".into(),
+                d.join(format!("{name}.crt")).into(),
+                "--tls-key".into(),
+                d.join(format!("{name}.key")).into(),
+            ],
+        };
         let child = Command::new(workspace_binary("edge-agent"))
             .args(["--node-name", name])
             .arg("--data-dir")
@@ -246,10 +291,7 @@ impl Fleet {
             ])
             .arg("--tls-ca")
             .arg(d.join(format!("{name}-ca.crt")))
-            .arg("--tls-cert")
-            .arg(d.join(format!("{name}.crt")))
-            .arg("--tls-key")
-            .arg(d.join(format!("{name}.key")))
+            .args(identity)
             .arg("--trust-anchor")
             .arg(d.join("trust.pem"))
             .args(["--listen", &format!("127.0.0.1:{}", node.http_port)])
