@@ -459,6 +459,35 @@ async fn run_row(
 // ---------------------------------------------------------------------------------------------
 // The agent.
 
+/// The agent's counters that explain a row: reconnects, redeliveries, shed messages, stops of
+/// the device link's reading, dropped commands (those not zero).
+fn agent_counters(http_port: u16) -> String {
+    let (_, body) = edgefleet_testenv::http::get(http_port, "/metrics");
+    let counters: Vec<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+        .filter(|l| {
+            [
+                "reconnects_total",
+                "redeliveries_total",
+                "redelivered_done_total",
+                "shed_messages_total",
+                "device_reads_paused_total",
+                "commands_dropped_total",
+                "host_faults_total",
+            ]
+            .iter()
+            .any(|name| l.contains(name))
+        })
+        .map(|l| l.trim_start_matches("edgefleet_agent_"))
+        .collect();
+    if counters.is_empty() {
+        "nothing shed, paused or reconnected".into()
+    } else {
+        counters.join(", ")
+    }
+}
+
 /// The fleet of one node: the standalone controller, the shipped cloud broker, the node's shipped
 /// device broker and its agent, running the thermostat class.
 async fn fleet_with_one_agent() -> Fleet {
@@ -804,6 +833,10 @@ async fn bench(
             drain,
         )
         .await;
+        eprintln!(
+            "[agent {rate}/s] what the agent did: {}",
+            agent_counters(fleet.nodes[NODE].http_port)
+        );
         drop(fleet);
         agent_rows.push(row?);
         eprintln!("{}", agent_table(args, agent_rows));
