@@ -197,35 +197,6 @@ async fn start_agent(
         None,
     );
     interactions.attach(device_link.clone());
-    let commands = interactions.commands();
-    let command_link = Link::start(
-        LinkSettings {
-            name: "commands",
-            broker: BrokerUrl {
-                host: broker.host().into(),
-                port: broker.port(),
-                tls: false,
-            },
-            client_id: format!("agent-{}-commands", dir.display()).replace('/', "_"),
-            tls: None,
-            persistent_session: false,
-            subscriptions: Subscriptions::default(),
-            last_will: None,
-            max_incoming_bytes: 1 << 20,
-            max_outgoing_bytes: 1 << 20,
-            manual_acks: false,
-            pressure: None,
-        },
-        Box::new(|_| {}),
-        Some(commands.outbound()),
-    );
-    // The bench process ends with the row: the sender lives as long as the commands' task.
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let acks_on = device_link.clone();
-    tokio::spawn(async move {
-        commands.run(command_link, acks_on, stop).await;
-        drop(stop_tx);
-    });
     interactions.start_lanes(4);
     let mut condition = device_link.watch();
     tokio::time::timeout(

@@ -203,7 +203,7 @@ pub async fn run(
             name: "device",
             broker: config.device_broker.clone(),
             client_id: format!("{}-devices", config.node),
-            tls: tls.clone(),
+            tls,
             persistent_session: true,
             subscriptions: device_subscriptions,
             last_will: None,
@@ -220,32 +220,6 @@ pub async fn run(
         None,
     );
     interactions.attach(device_link.clone());
-    // Commands to devices: the same broker and identity, a connection of their own (see commands).
-    let commands = interactions.commands();
-    let command_link = Link::start(
-        LinkSettings {
-            name: "commands",
-            broker: config.device_broker.clone(),
-            client_id: format!("{}-commands", config.node),
-            tls: tls.clone(),
-            // Commands not yet acknowledged are kept in memory and sent again on a new connection.
-            persistent_session: false,
-            subscriptions: Subscriptions::default(),
-            last_will: None,
-            max_incoming_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
-            max_outgoing_bytes: MAX_DEVICE_PAYLOAD_BYTES + TOPIC_ROOM,
-            manual_acks: false,
-            pressure: None,
-        },
-        // It subscribes to nothing.
-        Box::new(|_| {}),
-        Some(commands.outbound()),
-    );
-    let commands_task = tokio::spawn(commands.clone().run(
-        command_link.clone(),
-        device_link.clone(),
-        stop.clone(),
-    ));
     let assignment_task = tokio::spawn(assignments.run(assignment_rx, overflowed, stop.clone()));
     let publisher_task = tokio::spawn(publisher::run(
         ctx.clone(),
@@ -267,7 +241,7 @@ pub async fn run(
         interactions.clone(),
         health.clone(),
         metrics.clone(),
-        [device_link.clone(), command_link.clone(), uplink.clone()],
+        [device_link.clone(), uplink.clone()],
         config.stall_after,
         stop.clone(),
     ));
@@ -295,20 +269,6 @@ pub async fn run(
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, lane).await;
     }
     store.flush_async().await?;
-    // The acks of messages whose commands are still on their way wait for them.
-    let commands_until = Instant::now() + PUBLISH_TIMEOUT;
-    while commands.waiting() > 0 && command_link.is_connected() && Instant::now() < commands_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let unsent = commands.waiting();
-    if unsent > 0 {
-        ctx.metrics.commands_dropped.inc_by(unsent as u64);
-        tracing::warn!(
-            unsent,
-            "commands not acknowledged by the broker at shutdown; their messages stay \
-             unacknowledged and come again"
-        );
-    }
     let publish_until = Instant::now() + PUBLISH_TIMEOUT;
     while store.outbox_depth().map(|d| d.entries).unwrap_or(0) > 0
         && uplink.is_connected()
@@ -318,15 +278,9 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);
-    for task in [
-        assignment_task,
-        publisher_task,
-        status_task,
-        watchdog_task,
-        commands_task,
-    ]
-    .into_iter()
-    .chain(identity_task)
+    for task in [assignment_task, publisher_task, status_task, watchdog_task]
+        .into_iter()
+        .chain(identity_task)
     {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -335,7 +289,6 @@ pub async fn run(
         .await;
     uplink.disconnect().await;
     device_link.disconnect().await;
-    command_link.disconnect().await;
     http_task.abort();
     tracing::info!("stopped");
     Ok(())
@@ -346,20 +299,15 @@ async fn watchdog(
     interactions: Arc<Interactions>,
     health: Arc<Health>,
     metrics: Arc<AgentMetrics>,
-    links: [Link; 3],
+    links: [Link; 2],
     stall_after: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let [device_link, command_link, uplink] = links;
+    let [device_link, uplink] = links;
     loop {
-        // Both device-broker connections: without the command one nothing is answered.
-        let seen = interactions.observe(device_link.is_connected() && command_link.is_connected());
+        let seen = interactions.observe(device_link.is_connected());
         health.record(health::assess(&seen, stall_after), &metrics);
-        for (name, link) in [
-            ("device", &device_link),
-            ("commands", &command_link),
-            ("uplink", &uplink),
-        ] {
+        for (name, link) in [("device", &device_link), ("uplink", &uplink)] {
             let counter = metrics
                 .reconnects
                 .get_or_create(&LinkLabels { link: name.into() });

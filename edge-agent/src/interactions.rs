@@ -32,9 +32,8 @@
 //!
 //! **Fairness and bounds** are the [`Intake`]'s (see there): the polling task only offers and never
 //! waits, so no lane can stall the link and the link cannot stall a lane. Lanes wait on the sandbox
-//! and the store, never on the intake nor on the links: `Link::ack` queues the ack for the polling
-//! task, and commands are queued for their own connection (`crate::commands`), which acks the
-//! message once the broker has them. **Backpressure**: while the intake is half full the device link
+//! and the store, never on the intake nor on the link (`Link::command` and `Link::ack` queue replies
+//! that the polling task writes). **Backpressure**: while the intake is half full the device link
 //! stops reading (`Pressure`), so under overload the broker keeps what the node cannot take yet, in
 //! order; nothing is shed or redelivered for load alone, and `Shed::Full` is a last resort.
 //!
@@ -64,13 +63,12 @@ use tracing::Instrument;
 
 use crate::classes::{ActiveClass, ClassHandler};
 use crate::clock::now_ms;
-use crate::commands::Commands;
 use crate::context::Context;
 use crate::events::report_traffic;
 use crate::fallback;
 use crate::health::Observations;
 use crate::intake::{Budget, Envelope, Intake, IntakeLimits, Offered, Shed, Taken};
-use crate::link::{Hold, Link, Pressure};
+use crate::link::{Link, Pressure};
 use crate::metrics::{InteractionLabels, ReasonLabels};
 use crate::shadow;
 use crate::store::OutboxEntry;
@@ -115,8 +113,6 @@ pub struct Interactions {
     shadow_busy: Arc<AtomicBool>,
     /// Stops the device link reading while the intake is pressed (see `link`'s backpressure).
     pressure: Arc<Pressure>,
-    /// Commands on their own connection, and the acks that wait for them.
-    commands: Arc<Commands>,
 }
 
 /// A message of a round with its verdict and the class version that judged it.
@@ -132,7 +128,6 @@ enum Verdict {
 
 impl Interactions {
     pub fn new(ctx: Arc<Context>, limits: IntakeLimits, max_payload_bytes: usize) -> Arc<Self> {
-        let pressure = Arc::new(Pressure::default());
         Arc::new(Interactions {
             ctx,
             link: OnceLock::new(),
@@ -145,14 +140,8 @@ impl Interactions {
             max_payload_bytes,
             closing: AtomicBool::new(false),
             shadow_busy: Arc::new(AtomicBool::new(false)),
-            pressure: pressure.clone(),
-            commands: Commands::new(pressure),
+            pressure: Arc::new(Pressure::default()),
         })
-    }
-
-    /// The commands' queue, which the command connection drains.
-    pub fn commands(&self) -> Arc<Commands> {
-        self.commands.clone()
     }
 
     /// What the device link watches to stop reading while the intake is pressed.
@@ -261,8 +250,7 @@ impl Interactions {
             // Done and acked before the connection dropped; the broker had not seen the ack.
             Offered::AlreadyDone => {
                 self.ctx.metrics.redelivered_done.inc();
-                // Behind the commands still waiting: the first copy's may be among them.
-                self.commands.send(Vec::new(), publish);
+                self.ack(&publish);
             }
             Offered::Shed(shed) => self.shed(&publish, &key, shed),
         }
@@ -476,26 +464,24 @@ impl Interactions {
         for (taken, verdict, active) in &verdicts {
             match verdict {
                 Verdict::Done { commands } => {
+                    if let (Some(link), Some(active)) = (link, active) {
+                        let topic = Topic::DeviceCommand {
+                            class: active.class.clone(),
+                            device: taken.device.1.clone(),
+                        }
+                        .to_string();
+                        for command in commands {
+                            if let Err(e) = link.command(topic.clone(), command.clone()) {
+                                self.ctx.metrics.commands_dropped.inc();
+                                tracing::warn!(device = %taken.device.1, "command not sent: {e}");
+                            }
+                        }
+                    }
                     self.ctx
                         .metrics
                         .latency
                         .observe(taken.arrived.elapsed().as_secs_f64());
-                    match active {
-                        Some(active) if !commands.is_empty() => {
-                            let topic = Topic::DeviceCommand {
-                                class: active.class.clone(),
-                                device: taken.device.1.clone(),
-                            }
-                            .to_string();
-                            let commands = commands
-                                .iter()
-                                .map(|command| (topic.clone(), command.clone()))
-                                .collect();
-                            // Acked once the broker has the commands (`crate::commands`).
-                            self.commands.send(commands, taken.message.publish.clone());
-                        }
-                        _ => self.ack(&taken.message.publish),
-                    }
+                    self.ack(&taken.message.publish);
                 }
                 Verdict::ModuleFault | Verdict::Refused => self.ack(&taken.message.publish),
                 Verdict::HostFault { reason } => {
@@ -794,11 +780,12 @@ impl Interactions {
     /// After any change to the intake: the link's pressure and the gauges.
     fn intake_changed(&self, state: &IntakeState) {
         if state.intake.is_pressed() {
-            if self.pressure.hold(Hold::Intake) {
+            if !self.pressure.is_held() {
                 self.ctx.metrics.reads_paused.inc();
             }
+            self.pressure.hold();
         } else if state.intake.is_eased() {
-            self.pressure.ease(Hold::Intake);
+            self.pressure.ease();
         }
         let depth = state.intake.depth();
         let metrics = &self.ctx.metrics;

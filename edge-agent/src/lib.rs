@@ -14,7 +14,6 @@ pub mod agent;
 mod assignments;
 pub mod classes;
 mod clock;
-pub mod commands;
 pub mod config;
 pub mod context;
 pub mod events;

@@ -18,21 +18,22 @@
 //! doubling while faults keep coming — so it comes back instead of blocking the broker's in-flight
 //! window for good.
 //!
-//! **Acknowledgements** (device link). [`Link::ack`] never waits: it queues the packet id, and the
-//! polling task writes every queued ack between two polls with one flush for the batch (rumqttc
-//! alone writes one request per poll, and only when its select picks the request branch, which under
-//! load lets acks fall behind reads). Acks queued when a connection drops are dropped with it (the
-//! broker delivers those messages again, see `Offered::AlreadyDone`). An ack needs nothing back from
-//! the broker, so acks flow whatever the link reads; commands, which do (a PUBACK each), go on a
-//! connection of their own (`crate::commands`).
+//! **Replies: commands and acknowledgements** (device link). [`Link::command`] and [`Link::ack`]
+//! never wait: they queue a reply, and the polling task writes every queued reply between two
+//! polls, in order, with one flush for the batch (rumqttc alone writes one request per poll and only
+//! when its select picks the request branch, which under load lets acks fall behind reads). An
+//! acknowledgement never overtakes the commands queued before it, so a message is acked only once
+//! its commands are on the wire. Commands are limited to [`COMMAND_WINDOW`] unacknowledged at a time
+//! (rumqttc's packet ids must not collide); acknowledgements queued when a connection drops are
+//! dropped with it (the broker delivers those messages again, see `Offered::AlreadyDone`), commands
+//! are kept and go out on the next connection.
 //!
-//! **Backpressure** (device link). While the receiver holds the link ([`Pressure::hold`], for one
-//! reason or more) the polling task stops reading from the broker — it still writes acks, so the
-//! receiver keeps draining — until every reason is eased. TCP then pushes back on the broker, which
-//! keeps the messages, in order, and nothing is shed or redelivered for load alone. Once per
-//! [`MAX_PAUSE`] it polls anyway, so a receiver that never eases cannot silence the connection; and
-//! a PINGREQ whose answer waits behind unread messages does not fail the connection while anything
-//! else still arrives.
+//! **Backpressure** (device link). While the receiver is full ([`Pressure::hold`]) the polling task
+//! stops reading from the broker — it still writes replies, so the receiver keeps draining — until
+//! [`Pressure::ease`]. TCP then pushes back on the broker, which keeps the messages, in order, and
+//! nothing is shed or redelivered for load alone. Once per [`MAX_PAUSE`] it polls anyway, so a
+//! receiver that never eases cannot silence the connection; and a PINGREQ whose answer waits behind
+//! unread messages does not fail the connection while anything else still arrives.
 //!
 //! **Tracked publishes and packet ids** (uplink). The publisher must know which outbox entry a PUBACK
 //! acknowledges. The polling task itself assigns the packet id of every tracked publish (from a
@@ -54,19 +55,24 @@ use tokio::sync::{Notify, watch};
 use crate::clock::now_ms;
 use crate::config::BrokerUrl;
 
-/// Tracked publishes in flight at most by default (the uplink's [`Outbound`]; packet ids 1..=this).
+/// Tracked publishes in flight at most (and the packet ids they use: 1..=this).
 pub const OUTBOUND_WINDOW: u16 = 64;
 /// Shortest time between two reconnects asked for by [`Link::request_redelivery`].
 pub const REDELIVERY_SPACING: Duration = Duration::from_secs(2);
 /// Longest time between them while host-side faults go on.
 const MAX_REDELIVERY_SPACING: Duration = Duration::from_secs(60);
-/// How long a request to the client waits for room in its queue, and shutdown for the acks.
+/// How long a request to the client waits for room in its queue, and shutdown for the replies.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-/// Packet ids rumqttc may have in flight on a link: room for the largest [`Outbound`] window.
-const MAX_INFLIGHT: u16 = 2048;
-/// Acks queued at most; beyond it an ack is refused and its message left for redelivery. The
-/// intake's bound keeps the queue far below it.
-const MAX_ACKS: usize = 1 << 18;
+/// Commands written and not yet acknowledged by the broker, at most (on the link that sends them).
+/// Large on purpose: the broker's PUBACKs queue behind every device message it has for the agent,
+/// so while the link reads slowly (backpressure) they come back late, and a small window would
+/// stall commands — and the acks behind them — until the backlog is read. rumqttc gets twice as
+/// many packet ids, so subscriptions taking ids from the same sequence cannot make a command
+/// collide with one still in flight.
+pub const COMMAND_WINDOW: u16 = 16_384;
+/// Replies queued at most; beyond it a command is dropped (counted by the caller) and an ack is
+/// left for redelivery. The intake's bound keeps the queue far below it.
+const MAX_REPLIES: usize = 1 << 18;
 /// Longest stretch without a poll while the receiver holds the link (see "Backpressure").
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// Requests (commands, acks) queued for the polling task, at most.
@@ -102,36 +108,25 @@ pub struct LinkSettings {
 /// A receiver telling its link to stop reading (see "Backpressure" in the module documentation).
 #[derive(Debug, Default)]
 pub struct Pressure {
-    /// One bit per [`Hold`] reason.
-    held: std::sync::atomic::AtomicU8,
+    held: AtomicBool,
     eased: Notify,
 }
 
-/// Why a link is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hold {
-    /// The intake is pressed.
-    Intake = 1,
-    /// Too many commands wait for the broker (`crate::commands`).
-    Commands = 2,
-}
-
 impl Pressure {
-    /// Stop reading for `reason`; returns whether the link was reading until now.
-    pub fn hold(&self, reason: Hold) -> bool {
-        self.held.fetch_or(reason as u8, Ordering::AcqRel) == 0
+    /// Stop reading: the receiver is full.
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::Release);
     }
 
-    /// `reason` is over; the link reads again once no reason is left.
-    pub fn ease(&self, reason: Hold) {
-        let before = self.held.fetch_and(!(reason as u8), Ordering::AcqRel);
-        if before == reason as u8 {
+    /// Read again.
+    pub fn ease(&self) {
+        if self.held.swap(false, Ordering::AcqRel) {
             self.eased.notify_one();
         }
     }
 
     pub fn is_held(&self) -> bool {
-        self.held.load(Ordering::Acquire) != 0
+        self.held.load(Ordering::Acquire)
     }
 }
 
@@ -181,8 +176,8 @@ pub struct LinkCondition {
 pub enum LinkError {
     #[error("the {link} link's request queue stayed full for {COMMAND_TIMEOUT:?}")]
     Timeout { link: &'static str },
-    #[error("the {link} link has {MAX_ACKS} acks waiting")]
-    TooManyAcks { link: &'static str },
+    #[error("the {link} link has {MAX_REPLIES} replies waiting")]
+    TooManyReplies { link: &'static str },
     #[error("the {link} link refused the request: {detail}")]
     Refused { link: &'static str, detail: String },
 }
@@ -196,7 +191,7 @@ pub struct Link {
     reconnects: Arc<AtomicU64>,
     redelivery: Arc<Redelivery>,
     outbound: Option<Arc<Outbound>>,
-    acks: Arc<Acks>,
+    replies: Arc<Replies>,
 }
 
 /// What the polling task does with an incoming message. It runs on the polling task: it must decide
@@ -221,7 +216,12 @@ impl Link {
             .set_clean_session(!settings.persistent_session)
             .set_manual_acks(settings.manual_acks)
             .set_max_packet_size(settings.max_incoming_bytes, settings.max_outgoing_bytes)
-            .set_inflight(MAX_INFLIGHT);
+            // rumqttc keeps a slot per packet id: the command window only where commands go.
+            .set_inflight(if settings.manual_acks {
+                2 * COMMAND_WINDOW
+            } else {
+                2 * OUTBOUND_WINDOW
+            });
         if let Some(will) = settings.last_will.clone() {
             options.set_last_will(will);
         }
@@ -247,17 +247,23 @@ impl Link {
             reconnects: Arc::new(AtomicU64::new(0)),
             redelivery: Arc::new(Redelivery::default()),
             outbound,
-            acks: Arc::new(Acks::default()),
+            replies: Arc::new(Replies::default()),
         };
         let shared = Shared {
             state: state_tx,
             reconnects: link.reconnects.clone(),
             redelivery: link.redelivery.clone(),
             outbound: link.outbound.clone(),
-            acks: link.acks.clone(),
+            replies: link.replies.clone(),
         };
         tokio::spawn(poll(settings, eventloop, sink, shared));
         link
+    }
+
+    /// Queues a command to a device (QoS 1), written before any ack queued after it. Never waits.
+    pub fn command(&self, topic: String, payload: Vec<u8>) -> Result<(), LinkError> {
+        let publish = Publish::new(topic, QoS::AtLeastOnce, payload);
+        self.reply(Reply::Command(publish))
     }
 
     /// Queues the acknowledgement of an incoming QoS 1 message (manual-ack links). Never waits:
@@ -266,7 +272,11 @@ impl Link {
         if publish.qos == QoS::AtMostOnce {
             return Ok(());
         }
-        if self.acks.push(publish.pkid, self.name)? {
+        self.reply(Reply::Ack(publish.pkid))
+    }
+
+    fn reply(&self, reply: Reply) -> Result<(), LinkError> {
+        if self.replies.push(reply, self.name)? {
             // The polling task may be idle inside `poll`: any request wakes it up.
             self.wake();
         }
@@ -309,14 +319,14 @@ impl Link {
         let _ = self.client.try_unsubscribe(WAKE_FILTER);
     }
 
-    /// Disconnects cleanly (at shutdown), once the queued acks are written (a few seconds at
+    /// Disconnects cleanly (at shutdown), once the queued replies are written (a few seconds at
     /// most).
     pub async fn disconnect(&self) {
         let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
         loop {
             // Created before the check, so a batch written in between still wakes it.
-            let written = self.acks.written.notified();
-            if self.acks.is_empty() || !self.is_connected() {
+            let written = self.replies.written.notified();
+            if self.replies.is_empty() || !self.is_connected() {
                 break;
             }
             if tokio::time::timeout_at(deadline, written).await.is_err() {
@@ -356,7 +366,7 @@ impl Link {
     }
 
     /// Wakes the polling task so that it hands newly queued tracked publishes to rumqttc (and
-    /// writes queued acks).
+    /// writes queued replies).
     pub(crate) fn wake(&self) {
         let _ = self.client.try_unsubscribe(WAKE_FILTER);
     }
@@ -369,28 +379,34 @@ impl Link {
     }
 }
 
-/// Acks waiting for the polling task.
+/// Replies waiting for the polling task, in the order they were made.
 #[derive(Debug, Default)]
-struct Acks {
-    /// Packet ids of the messages acknowledged.
-    queue: Mutex<Vec<u16>>,
-    /// Woken when an ack is queued.
+struct Replies {
+    queue: Mutex<VecDeque<Reply>>,
+    /// Woken when a reply is queued.
     ready: Notify,
     /// Set once a wake-up is on its way to the polling task, cleared when it next writes: one
-    /// wake-up per batch, not per ack.
+    /// wake-up per batch, not per reply.
     woken: AtomicBool,
     /// Woken (all waiters) after each batch written.
     written: Notify,
 }
 
-impl Acks {
-    /// Queues an ack; true when the polling task must be woken for it.
-    fn push(&self, pkid: u16, link: &'static str) -> Result<bool, LinkError> {
+#[derive(Debug)]
+enum Reply {
+    Command(Publish),
+    /// The packet id of the message acknowledged.
+    Ack(u16),
+}
+
+impl Replies {
+    /// Queues a reply; true when the polling task must be woken for it.
+    fn push(&self, reply: Reply, link: &'static str) -> Result<bool, LinkError> {
         let mut queue = self.lock();
-        if queue.len() >= MAX_ACKS {
-            return Err(LinkError::TooManyAcks { link });
+        if queue.len() >= MAX_REPLIES {
+            return Err(LinkError::TooManyReplies { link });
         }
-        queue.push(pkid);
+        queue.push_back(reply);
         drop(queue);
         self.ready.notify_one();
         Ok(!self.woken.swap(true, Ordering::AcqRel))
@@ -400,17 +416,24 @@ impl Acks {
         self.lock().is_empty()
     }
 
-    fn take(&self) -> Vec<u16> {
-        std::mem::take(&mut *self.lock())
+    /// The next reply that may go out: an ack always, a command while fewer than
+    /// [`COMMAND_WINDOW`] are in flight. Nothing passes a command that must wait.
+    fn next(&self, commands_in_flight: usize) -> Option<Reply> {
+        let mut queue = self.lock();
+        match queue.front()? {
+            Reply::Command(_) if commands_in_flight >= usize::from(COMMAND_WINDOW) => None,
+            _ => queue.pop_front(),
+        }
     }
 
-    /// The connection dropped: its acks go with it (the broker delivers those messages again, and
-    /// an ack from the old connection could meet a packet id reused since).
+    /// The connection dropped: its acks go with it (the broker delivers those messages again and
+    /// an ack from the old connection could meet a packet id reused since); commands stay.
     fn connection_lost(&self) {
-        self.lock().clear();
+        self.lock()
+            .retain(|reply| matches!(reply, Reply::Command(_)));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u16>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Reply>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -421,30 +444,44 @@ struct Shared {
     reconnects: Arc<AtomicU64>,
     redelivery: Arc<Redelivery>,
     outbound: Option<Arc<Outbound>>,
-    acks: Arc<Acks>,
+    replies: Arc<Replies>,
 }
 
-/// Writes the queued acks, then flushes once.
-async fn write_acks(eventloop: &mut EventLoop, acks: &Acks) -> Result<(), StateError> {
-    acks.woken.store(false, Ordering::Release);
-    let batch = acks.take();
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let Some(network) = eventloop.network.as_mut() else {
-        return Err(StateError::ConnectionAborted);
-    };
-    for pkid in batch {
-        if let Some(packet) = eventloop
-            .state
-            .handle_outgoing_packet(Request::PubAck(PubAck::new(pkid)))?
-        {
+/// Writes the replies that may go out now, then flushes once. Returns how many commands it wrote.
+async fn write_replies(
+    eventloop: &mut EventLoop,
+    replies: &Replies,
+    commands_in_flight: usize,
+) -> Result<usize, StateError> {
+    replies.woken.store(false, Ordering::Release);
+    let mut written = 0;
+    let mut commands = 0;
+    while eventloop.state.collision.is_none() {
+        let Some(reply) = replies.next(commands_in_flight + commands) else {
+            break;
+        };
+        let request = match reply {
+            Reply::Command(publish) => {
+                commands += 1;
+                Request::Publish(publish)
+            }
+            Reply::Ack(pkid) => Request::PubAck(PubAck::new(pkid)),
+        };
+        let Some(network) = eventloop.network.as_mut() else {
+            return Err(StateError::ConnectionAborted);
+        };
+        if let Some(packet) = eventloop.state.handle_outgoing_packet(request)? {
             network.write(packet).await?;
         }
+        written += 1;
     }
-    network.flush().await?;
-    acks.written.notify_waiters();
-    Ok(())
+    if written > 0 {
+        if let Some(network) = eventloop.network.as_mut() {
+            network.flush().await?;
+        }
+        replies.written.notify_waiters();
+    }
+    Ok(commands)
 }
 
 /// The redelivery request flag and its spacing.
@@ -456,10 +493,8 @@ struct Redelivery {
 
 /// Tracked QoS 1 publishes of one link: queued by the publisher, given packet ids and handed to
 /// rumqttc by the polling task, reported back as acknowledged by tag.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Outbound {
-    /// Packet ids it uses: 1..=window.
-    window: u16,
     state: Mutex<OutboundState>,
     /// Woken when something was acknowledged or the connection changed.
     pub changed: Notify,
@@ -498,27 +533,7 @@ pub struct OutboundNews {
     pub outstanding: usize,
 }
 
-impl Default for Outbound {
-    fn default() -> Self {
-        Outbound::with_window(OUTBOUND_WINDOW)
-    }
-}
-
 impl Outbound {
-    /// A queue with `window` publishes in flight at most (at most [`MAX_INFLIGHT`]).
-    pub fn with_window(window: u16) -> Outbound {
-        Outbound {
-            window: window.clamp(1, MAX_INFLIGHT),
-            state: Mutex::default(),
-            changed: Notify::new(),
-        }
-    }
-
-    /// Publishes in flight at most.
-    pub fn window(&self) -> u16 {
-        self.window
-    }
-
     /// What changed since the last call.
     pub fn take(&self) -> OutboundNews {
         let mut state = self.lock();
@@ -547,7 +562,7 @@ impl Outbound {
         state.connected = true;
         state.queued.clear();
         state.in_flight.clear();
-        state.free = (1..=self.window).rev().collect();
+        state.free = (1..=OUTBOUND_WINDOW).rev().collect();
         drop(state);
         self.changed.notify_one();
     }
@@ -608,12 +623,13 @@ async fn poll(
         reconnects,
         redelivery,
         outbound,
-        acks,
+        replies,
     } = shared;
     let mut backoff = FIRST_BACKOFF;
     let mut redelivery_spacing = REDELIVERY_SPACING;
     let mut last_redelivery: Option<Instant> = None;
     let mut connected = false;
+    let mut commands_in_flight = 0usize;
     let mut last_poll = Instant::now();
     // Whether anything came from the broker since the last PINGREQ (see below).
     let mut heard_since_ping = true;
@@ -648,7 +664,7 @@ async fn poll(
                     // Commands in flight stay in rumqttc's pending queue and go out again on the resumed
                     // session (at least once).
                     eventloop.clean();
-                    acks.connection_lost();
+                    replies.connection_lost();
                     connected = false;
                     if let Some(outbound) = &outbound {
                         outbound.disconnected();
@@ -657,8 +673,9 @@ async fn poll(
                     continue;
                 }
             }
-            match write_acks(&mut eventloop, &acks).await {
-                Ok(()) => {
+            match write_replies(&mut eventloop, &replies, commands_in_flight).await {
+                Ok(commands) => {
+                    commands_in_flight += commands;
                     // rumqttc reports each written packet as an event; nothing here needs them, and
                     // left in its buffer they would be handed out one poll at a time before it
                     // reads from the network again.
@@ -677,7 +694,7 @@ async fn poll(
                 if Instant::now() < resume_at {
                     tokio::select! {
                         _ = pressure.eased.notified() => {}
-                        _ = acks.ready.notified() => {}
+                        _ = replies.ready.notified() => {}
                         _ = tokio::time::sleep_until(resume_at.into()) => {}
                     }
                     continue;
@@ -721,6 +738,12 @@ async fn poll(
                             )));
                     }
                 }
+                // rumqttc sends these again itself, before anything new.
+                commands_in_flight = eventloop
+                    .pending
+                    .iter()
+                    .filter(|r| matches!(r, Request::Publish(p) if p.qos != QoS::AtMostOnce))
+                    .count();
                 connected = true;
                 if let Some(outbound) = &outbound {
                     outbound.connected();
@@ -740,6 +763,7 @@ async fn poll(
             }
             Ok(Event::Incoming(Incoming::PubAck(ack))) => {
                 heard_since_ping = true;
+                commands_in_flight = commands_in_flight.saturating_sub(1);
                 if let Some(outbound) = &outbound {
                     outbound.acked(ack.pkid);
                 }
@@ -748,7 +772,7 @@ async fn poll(
             Ok(_) => {}
             Err(reason) => {
                 connected = false;
-                acks.connection_lost();
+                replies.connection_lost();
                 if let Some(outbound) = &outbound {
                     outbound.disconnected();
                 }

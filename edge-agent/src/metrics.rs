@@ -192,7 +192,7 @@ impl AgentMetrics {
                     .get_or_create(&OutcomeLabels::new(outcome)),
             );
         }
-        for link in ["device", "commands", "uplink"] {
+        for link in ["device", "uplink"] {
             drop(
                 self.reconnects
                     .get_or_create(&LinkLabels { link: link.into() }),
@@ -226,7 +226,7 @@ impl AgentMetrics {
         );
         r.register(
             "commands_dropped",
-            "Commands to devices not acknowledged by the broker when the agent stopped (their device messages stay unacknowledged and come again)",
+            "Commands to devices that could not be queued on the device link",
             self.commands_dropped.clone(),
         );
         r.register(

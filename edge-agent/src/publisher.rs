@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::context::Context;
-use crate::link::{Link, Outbound, Tracked};
+use crate::link::{Link, OUTBOUND_WINDOW, Outbound, Tracked};
 
 /// Runs until `stop` turns true.
 pub async fn run(
@@ -35,7 +35,7 @@ pub async fn run(
             cursor = 0;
         }
         let room = if news.connected {
-            usize::from(outbound.window()).saturating_sub(news.outstanding)
+            usize::from(OUTBOUND_WINDOW).saturating_sub(news.outstanding)
         } else {
             0
         };
