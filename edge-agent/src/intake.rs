@@ -119,6 +119,10 @@ pub enum Shed {
     Full,
     /// The device is held after a host-side fault: not acked, delivered again after the reconnect.
     Held,
+    /// QoS 1 while the node's commands wait for the broker (the device link is a full command
+    /// window behind): acked and dropped, so that reading catches up and the node recovers. Decided
+    /// by the caller, not the intake.
+    Overload,
 }
 
 impl Shed {
@@ -130,13 +134,14 @@ impl Shed {
             Shed::BestEffort => "best_effort",
             Shed::Full => "full",
             Shed::Held => "held",
+            Shed::Overload => "overload",
         }
     }
 
     /// Whether a QoS 1 message shed so is acknowledged (dropped for good) rather than left to be
     /// delivered again.
     pub fn acks(self) -> bool {
-        matches!(self, Shed::OverBudget | Shed::Backlog)
+        matches!(self, Shed::OverBudget | Shed::Backlog | Shed::Overload)
     }
 }
 

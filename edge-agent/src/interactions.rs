@@ -212,6 +212,18 @@ impl Interactions {
                 Some((class, device)),
             );
         };
+        if let Some(link) = self.link.get()
+            && link.congested()
+        {
+            // The node is a full command window behind: taking more would only lengthen the
+            // wait for the PUBACKs behind what it has not read.
+            let shed = if publish.qos == QoS::AtMostOnce {
+                Shed::BestEffort
+            } else {
+                Shed::Overload
+            };
+            return self.shed(&publish, &(class, device), shed);
+        }
         let budget = Budget {
             rate_per_s: f64::from(active.limits.device_rate_per_s),
             burst: f64::from(active.limits.device_burst),
@@ -286,6 +298,10 @@ impl Interactions {
                     .with_class(class.clone())
                     .with_device(device.clone()),
                 );
+                self.ack(publish);
+            }
+            Shed::Overload => {
+                tracing::debug!(topic = %publish.topic, "shed: the node is behind on commands");
                 self.ack(publish);
             }
             Shed::BestEffort => {}
@@ -464,24 +480,27 @@ impl Interactions {
         for (taken, verdict, active) in &verdicts {
             match verdict {
                 Verdict::Done { commands } => {
+                    self.ctx
+                        .metrics
+                        .latency
+                        .observe(taken.arrived.elapsed().as_secs_f64());
                     if let (Some(link), Some(active)) = (link, active) {
                         let topic = Topic::DeviceCommand {
                             class: active.class.clone(),
                             device: taken.device.1.clone(),
                         }
                         .to_string();
-                        for command in commands {
-                            if let Err(e) = link.command(topic.clone(), command.clone()) {
-                                self.ctx.metrics.commands_dropped.inc();
-                                tracing::warn!(device = %taken.device.1, "command not sent: {e}");
-                            }
+                        let commands = commands.iter().map(|c| (topic.clone(), c.clone()));
+                        // The ack goes out behind the commands.
+                        if let Err(e) = link.answer(&taken.message.publish, commands) {
+                            self.ctx
+                                .metrics
+                                .commands_dropped
+                                .inc_by(commands_len(verdict));
+                            tracing::warn!(device = %taken.device.1, "answer not sent: {e}");
+                            link.request_redelivery();
                         }
                     }
-                    self.ctx
-                        .metrics
-                        .latency
-                        .observe(taken.arrived.elapsed().as_secs_f64());
-                    self.ack(&taken.message.publish);
                 }
                 Verdict::ModuleFault | Verdict::Refused => self.ack(&taken.message.publish),
                 Verdict::HostFault { reason } => {
@@ -800,6 +819,13 @@ impl Interactions {
 
     fn lock_faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn commands_len(verdict: &Verdict) -> u64 {
+    match verdict {
+        Verdict::Done { commands } => commands.len() as u64,
+        _ => 0,
     }
 }
 

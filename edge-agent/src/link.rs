@@ -18,15 +18,17 @@
 //! doubling while faults keep coming — so it comes back instead of blocking the broker's in-flight
 //! window for good.
 //!
-//! **Replies: commands and acknowledgements** (device link). [`Link::command`] and [`Link::ack`]
-//! never wait: they queue a reply, and the polling task writes every queued reply between two
-//! polls, in order, with one flush for the batch (rumqttc alone writes one request per poll and only
-//! when its select picks the request branch, which under load lets acks fall behind reads). An
-//! acknowledgement never overtakes the commands queued before it, so a message is acked only once
-//! its commands are on the wire. Commands are limited to [`COMMAND_WINDOW`] unacknowledged at a time
-//! (rumqttc's packet ids must not collide); acknowledgements queued when a connection drops are
-//! dropped with it (the broker delivers those messages again, see `Offered::AlreadyDone`), commands
-//! are kept and go out on the next connection.
+//! **Replies: commands and acknowledgements** (device link). [`Link::answer`] and [`Link::ack`]
+//! never wait: they queue replies, and the polling task writes every reply that may go between two
+//! polls with one flush for the batch (rumqttc alone writes one request per poll, and only when its
+//! select picks the request branch, which under load lets acks fall behind reads). Commands go in
+//! order, at most [`COMMAND_WINDOW`] unacknowledged (rumqttc's packet ids must not collide); a
+//! message's ack goes once its own commands are written, and the ack of a message without commands
+//! at once. Acks queued when a connection drops are dropped with it (the broker delivers those
+//! messages again, see `Offered::AlreadyDone`); commands are kept and go out on the next connection.
+//! When a full window of commands waits behind the one in flight the link is [congested]
+//! (`Link::congested`): the PUBACKs it needs are behind the messages it has not read, so it reads
+//! whatever the receiver's pressure, and the receiver sheds what it cannot take.
 //!
 //! **Backpressure** (device link). While the receiver is full ([`Pressure::hold`]) the polling task
 //! stops reading from the broker — it still writes replies, so the receiver keeps draining — until
@@ -260,23 +262,51 @@ impl Link {
         link
     }
 
-    /// Queues a command to a device (QoS 1), written before any ack queued after it. Never waits.
-    pub fn command(&self, topic: String, payload: Vec<u8>) -> Result<(), LinkError> {
-        let publish = Publish::new(topic, QoS::AtLeastOnce, payload);
-        self.reply(Reply::Command(publish))
+    /// Queues the commands that answer `message` (QoS 1) and, behind them, its acknowledgement:
+    /// the ack goes out once the commands are written. Never waits; when the queue is full nothing
+    /// is queued, and the message stays unacknowledged (it comes again after a reconnect).
+    pub fn answer(
+        &self,
+        message: &Publish,
+        commands: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<(), LinkError> {
+        let acknowledged = message.qos != QoS::AtMostOnce;
+        let pkid = message.pkid;
+        self.reply(|queue| {
+            for (topic, payload) in commands {
+                let seq = queue.next_seq;
+                queue.next_seq += 1;
+                queue
+                    .commands
+                    .push_back((seq, Publish::new(topic, QoS::AtLeastOnce, payload)));
+            }
+            if acknowledged {
+                let after = queue.next_seq;
+                queue.after_commands.push_back((after, pkid));
+            }
+        })
     }
 
-    /// Queues the acknowledgement of an incoming QoS 1 message (manual-ack links). Never waits:
-    /// when it cannot be queued the message stays unacknowledged and comes again after a reconnect.
+    /// Queues the acknowledgement of an incoming QoS 1 message that answers nothing (manual-ack
+    /// links). Never waits: when it cannot be queued the message stays unacknowledged and comes
+    /// again after a reconnect.
     pub fn ack(&self, publish: &Publish) -> Result<(), LinkError> {
         if publish.qos == QoS::AtMostOnce {
             return Ok(());
         }
-        self.reply(Reply::Ack(publish.pkid))
+        let pkid = publish.pkid;
+        self.reply(|queue| queue.now.push(pkid))
     }
 
-    fn reply(&self, reply: Reply) -> Result<(), LinkError> {
-        if self.replies.push(reply, self.name)? {
+    /// Whether commands wait for lack of PUBACKs (a full window queued behind the one in flight):
+    /// the link then reads whatever the receiver's pressure (the PUBACKs are behind what it has
+    /// not read), and the receiver sheds what it cannot take.
+    pub fn congested(&self) -> bool {
+        self.replies.congested()
+    }
+
+    fn reply(&self, queue_it: impl FnOnce(&mut ReplyQueue)) -> Result<(), LinkError> {
+        if self.replies.push(self.name, queue_it)? {
             // The polling task may be idle inside `poll`: any request wakes it up.
             self.wake();
         }
@@ -379,10 +409,10 @@ impl Link {
     }
 }
 
-/// Replies waiting for the polling task, in the order they were made.
+/// Replies waiting for the polling task.
 #[derive(Debug, Default)]
 struct Replies {
-    queue: Mutex<VecDeque<Reply>>,
+    queue: Mutex<ReplyQueue>,
     /// Woken when a reply is queued.
     ready: Notify,
     /// Set once a wake-up is on its way to the polling task, cleared when it next writes: one
@@ -392,48 +422,81 @@ struct Replies {
     written: Notify,
 }
 
-#[derive(Debug)]
-enum Reply {
-    Command(Publish),
-    /// The packet id of the message acknowledged.
-    Ack(u16),
+#[derive(Debug, Default)]
+struct ReplyQueue {
+    /// Commands in order, each with its sequence number.
+    commands: VecDeque<(u64, Publish)>,
+    /// The sequence number the next command gets.
+    next_seq: u64,
+    /// Commands written so far: every command with a lower sequence number is on the wire.
+    written: u64,
+    /// Acks that wait for commands: (the sequence number their commands end before, packet id);
+    /// in sequence order.
+    after_commands: VecDeque<(u64, u16)>,
+    /// Acks of messages without commands: they go out at once.
+    now: Vec<u16>,
+}
+
+impl ReplyQueue {
+    fn len(&self) -> usize {
+        self.commands.len() + self.after_commands.len() + self.now.len()
+    }
 }
 
 impl Replies {
-    /// Queues a reply; true when the polling task must be woken for it.
-    fn push(&self, reply: Reply, link: &'static str) -> Result<bool, LinkError> {
+    /// Runs `queue_it` on the queue; true when the polling task must be woken for it.
+    fn push(
+        &self,
+        link: &'static str,
+        queue_it: impl FnOnce(&mut ReplyQueue),
+    ) -> Result<bool, LinkError> {
         let mut queue = self.lock();
         if queue.len() >= MAX_REPLIES {
             return Err(LinkError::TooManyReplies { link });
         }
-        queue.push_back(reply);
+        queue_it(&mut queue);
         drop(queue);
         self.ready.notify_one();
         Ok(!self.woken.swap(true, Ordering::AcqRel))
     }
 
     fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().len() == 0
     }
 
-    /// The next reply that may go out: an ack always, a command while fewer than
-    /// [`COMMAND_WINDOW`] are in flight. Nothing passes a command that must wait.
-    fn next(&self, commands_in_flight: usize) -> Option<Reply> {
+    /// A full window of commands waits behind the one in flight: their PUBACKs are late.
+    fn congested(&self) -> bool {
+        self.lock().commands.len() >= usize::from(COMMAND_WINDOW)
+    }
+
+    /// What may go out now: every ack whose commands are written, and commands while fewer than
+    /// [`COMMAND_WINDOW`] are in flight (`room`). Acks of later commands wait; no command passes
+    /// another.
+    fn take(&self, room: usize) -> (Vec<u16>, Vec<Publish>) {
         let mut queue = self.lock();
-        match queue.front()? {
-            Reply::Command(_) if commands_in_flight >= usize::from(COMMAND_WINDOW) => None,
-            _ => queue.pop_front(),
+        let take = room.min(queue.commands.len());
+        let commands: Vec<Publish> = queue.commands.drain(..take).map(|(_, p)| p).collect();
+        queue.written += commands.len() as u64;
+        let mut acks = std::mem::take(&mut queue.now);
+        while let Some(&(after, pkid)) = queue.after_commands.front() {
+            if after > queue.written {
+                break;
+            }
+            acks.push(pkid);
+            queue.after_commands.pop_front();
         }
+        (acks, commands)
     }
 
     /// The connection dropped: its acks go with it (the broker delivers those messages again and
     /// an ack from the old connection could meet a packet id reused since); commands stay.
     fn connection_lost(&self) {
-        self.lock()
-            .retain(|reply| matches!(reply, Reply::Command(_)));
+        let mut queue = self.lock();
+        queue.now.clear();
+        queue.after_commands.clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Reply>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplyQueue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -447,41 +510,40 @@ struct Shared {
     replies: Arc<Replies>,
 }
 
-/// Writes the replies that may go out now, then flushes once. Returns how many commands it wrote.
+/// Writes the replies that may go out now (commands first, then the acks they free), then
+/// flushes once. Returns how many commands it wrote.
 async fn write_replies(
     eventloop: &mut EventLoop,
     replies: &Replies,
     commands_in_flight: usize,
 ) -> Result<usize, StateError> {
     replies.woken.store(false, Ordering::Release);
-    let mut written = 0;
-    let mut commands = 0;
-    while eventloop.state.collision.is_none() {
-        let Some(reply) = replies.next(commands_in_flight + commands) else {
-            break;
-        };
-        let request = match reply {
-            Reply::Command(publish) => {
-                commands += 1;
-                Request::Publish(publish)
-            }
-            Reply::Ack(pkid) => Request::PubAck(PubAck::new(pkid)),
-        };
-        let Some(network) = eventloop.network.as_mut() else {
-            return Err(StateError::ConnectionAborted);
-        };
+    // A collision (a packet id still in flight) stops commands until rumqttc resolves it.
+    let room = if eventloop.state.collision.is_none() {
+        usize::from(COMMAND_WINDOW).saturating_sub(commands_in_flight)
+    } else {
+        0
+    };
+    let (acks, commands) = replies.take(room);
+    if acks.is_empty() && commands.is_empty() {
+        return Ok(0);
+    }
+    let Some(network) = eventloop.network.as_mut() else {
+        return Err(StateError::ConnectionAborted);
+    };
+    let written = commands.len();
+    let requests = commands.into_iter().map(Request::Publish).chain(
+        acks.into_iter()
+            .map(|pkid| Request::PubAck(PubAck::new(pkid))),
+    );
+    for request in requests {
         if let Some(packet) = eventloop.state.handle_outgoing_packet(request)? {
             network.write(packet).await?;
         }
-        written += 1;
     }
-    if written > 0 {
-        if let Some(network) = eventloop.network.as_mut() {
-            network.flush().await?;
-        }
-        replies.written.notify_waiters();
-    }
-    Ok(commands)
+    network.flush().await?;
+    replies.written.notify_waiters();
+    Ok(written)
 }
 
 /// The redelivery request flag and its spacing.
@@ -686,7 +748,10 @@ async fn poll(
                 }
                 Err(e) => failure = Some(e.to_string()),
             }
-            let held = settings.pressure.as_ref().filter(|p| p.is_held());
+            let held = settings
+                .pressure
+                .as_ref()
+                .filter(|p| p.is_held() && !replies.congested());
             if let (None, Some(pressure)) = (&failure, held)
                 && eventloop.state.events.is_empty()
             {

@@ -85,7 +85,14 @@ pub const METRIC_NAMES: &[&str] = &[
 ];
 
 /// The reasons of `shed_messages` (see `intake::Shed::label`).
-const SHED_REASONS: [&str; 5] = ["over_budget", "backlog", "best_effort", "full", "held"];
+const SHED_REASONS: [&str; 6] = [
+    "over_budget",
+    "backlog",
+    "best_effort",
+    "full",
+    "held",
+    "overload",
+];
 /// The reasons of `host_faults` (see `interactions`).
 const HOST_FAULT_REASONS: [&str; 5] = [
     "unavailable",
