@@ -4,7 +4,9 @@
 # Installs: libclang (bindgen in wasmedge-sys), mosquitto (tests start their own broker),
 # openssl + patchelf (tooling), docker-registry (tests start their own OCI registry), chromium
 # and fonts-dejavu-core (the fleet page's test renders it headless and keeps a screenshot), clang and
-# lld (the C SDK's handlers build for wasm32 with clang and wasm-ld: device-modules/c), the
+# lld (the C SDK's handlers build for wasm32 with clang and wasm-ld: device-modules/c), podman,
+# buildah, runc and debootstrap (scripts/images.sh builds and runs the container images here, from a
+# debootstrapped base and without a registry: images/README.md), the
 # wasm32-unknown-unknown Rust target, cargo-fuzz (scripts/fuzz.sh), the test control plane (etcd,
 # kube-apiserver, kubectl built with Go by scripts/controlplane.sh),
 # and the WasmEdge 0.17.1 C library + headers under $EDGEFLEET_WASMEDGE_PREFIX (default
@@ -34,7 +36,7 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 # --- Debian packages -------------------------------------------------------------------------
 need=()
 for pkg in libclang-dev mosquitto openssl patchelf pkg-config ca-certificates docker-registry \
-  chromium fonts-dejavu-core clang lld; do
+  chromium fonts-dejavu-core clang lld podman buildah runc debootstrap; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
