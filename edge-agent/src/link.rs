@@ -306,9 +306,12 @@ impl Link {
     }
 
     fn reply(&self, queue_it: impl FnOnce(&mut ReplyQueue)) -> Result<(), LinkError> {
-        if self.replies.push(self.name, queue_it)? {
-            // The polling task may be idle inside `poll`: any request wakes it up.
-            self.wake();
+        // The polling task may be idle inside `poll`: any request wakes it up. One wake-up at a
+        // time: under load a wake-up per batch would be thousands of packets a second.
+        if self.replies.push(self.name, queue_it)?
+            && self.client.try_unsubscribe(WAKE_FILTER).is_err()
+        {
+            self.replies.woken.store(false, Ordering::Release);
         }
         Ok(())
     }
@@ -415,8 +418,8 @@ struct Replies {
     queue: Mutex<ReplyQueue>,
     /// Woken when a reply is queued.
     ready: Notify,
-    /// Set once a wake-up is on its way to the polling task, cleared when it next writes: one
-    /// wake-up per batch, not per reply.
+    /// Set while a wake-up (an unsubscribe from [`WAKE_FILTER`]) is on its way to the polling task,
+    /// cleared when rumqttc has sent it or the connection dropped: one wake-up at a time.
     woken: AtomicBool,
     /// Woken (all waiters) after each batch written.
     written: Notify,
@@ -494,6 +497,9 @@ impl Replies {
         let mut queue = self.lock();
         queue.now.clear();
         queue.after_commands.clear();
+        drop(queue);
+        // A new session drops rumqttc's pending requests, the wake-up among them.
+        self.woken.store(false, Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ReplyQueue> {
@@ -517,7 +523,6 @@ async fn write_replies(
     replies: &Replies,
     commands_in_flight: usize,
 ) -> Result<usize, StateError> {
-    replies.woken.store(false, Ordering::Release);
     // A collision (a packet id still in flight) stops commands until rumqttc resolves it.
     let room = if eventloop.state.collision.is_none() {
         usize::from(COMMAND_WINDOW).saturating_sub(commands_in_flight)
@@ -822,6 +827,10 @@ async fn poll(
                 );
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::PingReq)) => heard_since_ping = false,
+            // A wake-up went through: the next reply may send another.
+            Ok(Event::Outgoing(rumqttc::Outgoing::Unsubscribe(_))) => {
+                replies.woken.store(false, Ordering::Release);
+            }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
                 heard_since_ping = true;
                 sink(publish);
