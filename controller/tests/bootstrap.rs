@@ -28,22 +28,9 @@ const NAMESPACE: &str = "edgefleet";
 const AUDIENCE: &str = "edgefleet.dev/node-bootstrap";
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn repo_path(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// A control plane with the CRDs, the controller's namespace and RBAC, the agents'
-/// ServiceAccount, another one, and two Nodes; and a kubeconfig with the controller's identity.
+/// [`controller_plane`] with the agents' ServiceAccount, another one, and two Nodes.
 fn plane() -> (ControlPlane, PathBuf) {
-    let plane =
-        ControlPlane::start().expect("the test control plane starts (scripts/setup.sh builds it)");
-    plane.apply(repo_path("k3s/crds")).unwrap();
-    plane
-        .apply_yaml(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
-        ))
-        .unwrap();
-    plane.apply(repo_path("k3s/rbac/controller.yaml")).unwrap();
+    let (plane, kubeconfig) = controller_plane();
     let mut objects = String::new();
     for account in ["edgefleet-agent", "intruder"] {
         objects.push_str(&format!(
@@ -56,9 +43,6 @@ fn plane() -> (ControlPlane, PathBuf) {
         ));
     }
     plane.apply_yaml(&objects).unwrap();
-    let kubeconfig = plane
-        .service_account_kubeconfig(NAMESPACE, "edgefleet-controller")
-        .unwrap();
     (plane, kubeconfig)
 }
 

@@ -5,7 +5,6 @@
 mod fleet;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use edgefleet_testenv::ControlPlane;
@@ -14,26 +13,6 @@ use fleet::*;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn repo_path(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// A control plane with the CRDs and the controller's RBAC installed, and a kubeconfig with the
-/// controller's ServiceAccount identity.
-fn plane() -> (ControlPlane, PathBuf) {
-    let plane =
-        ControlPlane::start().expect("the test control plane starts (scripts/setup.sh builds it)");
-    plane.apply(repo_path("k3s/crds")).unwrap();
-    plane
-        .apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: edgefleet\n")
-        .unwrap();
-    plane.apply(repo_path("k3s/rbac/controller.yaml")).unwrap();
-    let kubeconfig = plane
-        .service_account_kubeconfig("edgefleet", "edgefleet-controller")
-        .unwrap();
-    (plane, kubeconfig)
-}
 
 fn kubectl(plane: &ControlPlane, args: &[&str]) -> Result<String, edgefleet_testenv::TestenvError> {
     let mut command = plane.kubectl();
@@ -131,7 +110,7 @@ fn device_class(module: &str, site: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_apply_refuses_nonsense() {
-    let (plane, _) = plane();
+    let (plane, _) = controller_plane();
     let digest = "a".repeat(64);
     let refused = |yaml: &str, expect: &str| {
         let error = plane.apply_yaml(yaml).expect_err(yaml).to_string();
@@ -192,7 +171,7 @@ async fn kubectl_apply_refuses_nonsense() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_operators_flow_on_a_real_api_server() {
-    let (plane, kubeconfig) = plane();
+    let (plane, kubeconfig) = controller_plane();
     let registry = Registry::start().unwrap();
     let registry_ca = plane.dir().join("registry-ca.crt");
     std::fs::write(&registry_ca, registry.ca_pem()).unwrap();
@@ -383,7 +362,7 @@ async fn the_operators_flow_on_a_real_api_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tampered_registry_blob_never_reaches_a_node() {
-    let (plane, kubeconfig) = plane();
+    let (plane, kubeconfig) = controller_plane();
     let registry = Registry::start().unwrap();
     let registry_ca = plane.dir().join("registry-ca.crt");
     std::fs::write(&registry_ca, registry.ca_pem()).unwrap();
@@ -515,7 +494,7 @@ fn class_event_reasons(plane: &ControlPlane, name: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rollout_shows_its_steps_in_kubectl_and_events_and_obeys_kubectl_annotate() {
-    let (plane, kubeconfig) = plane();
+    let (plane, kubeconfig) = controller_plane();
     let registry = Registry::start().unwrap();
     let registry_ca = plane.dir().join("registry-ca.crt");
     std::fs::write(&registry_ca, registry.ca_pem()).unwrap();

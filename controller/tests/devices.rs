@@ -146,15 +146,7 @@ async fn hundreds_of_devices_get_every_answer_once_in_order_despite_bad_neighbou
         impostors: 3,
     };
     let simulation = Simulation::start(plan, connect(&fleet)).expect("the plan is valid");
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while simulation.snapshot().connected < 169 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "devices did not connect: {:?}",
-            simulation.snapshot()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_connected(&simulation, 169).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     simulation.reconnect_storm();
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -209,19 +201,25 @@ async fn hundreds_of_devices_get_every_answer_once_in_order_despite_bad_neighbou
         "the storm reconnected every device: {table}"
     );
     // The agents said why they dropped the flood.
-    let shed: f64 = fleet
-        .nodes
-        .values()
-        .map(|n| {
-            let (_, body) = edgefleet_testenv::http::get(n.http_port, "/metrics");
-            metric(
-                &body,
-                "edgefleet_agent_shed_messages_total",
-                "reason=\"over_budget\"",
-            )
-        })
-        .sum();
+    let shed = agents_metric(
+        &fleet,
+        "edgefleet_agent_shed_messages_total",
+        &["reason=\"over_budget\""],
+    );
     assert!(shed > 0.0, "no over-budget shedding counted");
+}
+
+/// Waits until `devices` of the simulation are connected.
+async fn until_connected(simulation: &Simulation, devices: usize) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while simulation.snapshot().connected < devices {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "devices did not connect: {:?}",
+            simulation.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What one agent's `/metrics` says, summed over the fleet's agents.
@@ -248,15 +246,7 @@ async fn agents_far_behind_hold_the_broker_back_and_still_answer_everything_once
     plan.burst = Some((8, Duration::from_secs(2)));
     plan.drain = Duration::from_secs(60);
     let simulation = Simulation::start(plan, connect(&fleet)).expect("the plan is valid");
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while simulation.snapshot().connected < 160 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "devices did not connect: {:?}",
-            simulation.snapshot()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_connected(&simulation, 160).await;
     // Until the agents have stopped reading a good number of times.
     let deadline = tokio::time::Instant::now() + LIMIT;
     while agents_metric(&fleet, "edgefleet_agent_device_reads_paused_total", &[]) < 20.0 {

@@ -799,10 +799,9 @@ impl Interactions {
     /// After any change to the intake: the link's pressure and the gauges.
     fn intake_changed(&self, state: &IntakeState) {
         if state.intake.is_pressed() {
-            if !self.pressure.is_held() {
+            if self.pressure.hold() {
                 self.ctx.metrics.reads_paused.inc();
             }
-            self.pressure.hold();
         } else if state.intake.is_eased() {
             self.pressure.ease();
         }

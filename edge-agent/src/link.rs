@@ -115,9 +115,9 @@ pub struct Pressure {
 }
 
 impl Pressure {
-    /// Stop reading: the receiver is full.
-    pub fn hold(&self) {
-        self.held.store(true, Ordering::Release);
+    /// Stop reading: the receiver is full. Returns whether the link was reading until now.
+    pub fn hold(&self) -> bool {
+        !self.held.swap(true, Ordering::AcqRel)
     }
 
     /// Read again.

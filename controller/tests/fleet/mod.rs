@@ -17,6 +17,27 @@ use edgefleet_simulators::pki::{Authority, TlsFiles};
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use tokio::sync::mpsc;
 
+/// A path in the repository (relative to its root).
+pub fn repo_path(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// A test control plane with the CRDs, the controller's namespace and its RBAC installed, and a
+/// kubeconfig with the controller's ServiceAccount identity.
+pub fn controller_plane() -> (edgefleet_testenv::ControlPlane, PathBuf) {
+    let plane = edgefleet_testenv::ControlPlane::start()
+        .expect("the test control plane starts (scripts/setup.sh builds it)");
+    plane.apply(repo_path("k3s/crds")).unwrap();
+    plane
+        .apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: edgefleet\n")
+        .unwrap();
+    plane.apply(repo_path("k3s/rbac/controller.yaml")).unwrap();
+    let kubeconfig = plane
+        .service_account_kubeconfig("edgefleet", "edgefleet-controller")
+        .unwrap();
+    (plane, kubeconfig)
+}
+
 /// A binary of another workspace package, beside this test's own target folder (`cargo test
 /// --workspace` builds every package's binaries).
 pub fn workspace_binary(name: &str) -> PathBuf {
